@@ -1,0 +1,258 @@
+"""Evaluation classifier (a head on dlib's pretrained face embedding) and feature distances to the private images.
+
+The attack metrics Acc@1/Acc@5 and "KNN Dist" of model-inversion papers need a judge that is independent of, and
+more accurate than, the attacked target models (CNNs trained from scratch): here a multinomial logistic regression
+(or small MLP) on dlib's 128-d descriptors, trained on the private train split, selected on the valid split.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .embedding import EMBEDDING_DIM, DlibEmbedder, check_images
+from .utils import cache_dir, config_hash, seed_everything
+
+DEFAULT_WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def _check_faceset(faceset, what: str):
+    if not all(hasattr(faceset, a) for a in ("images", "labels", "classes", "float_images")):
+        raise ValueError(f"{what} must be a ssdlib.data.FaceSet, got {type(faceset).__name__}")
+    if len(faceset) == 0:
+        raise ValueError(f"{what} is empty")
+    return faceset
+
+
+def _check_labels(labels, n: int, num_classes: int) -> torch.Tensor:
+    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).cpu()
+    if labels.is_floating_point() or labels.shape != (n,):
+        raise ValueError(f"labels must be {n} integers (one per image), got {labels.dtype} {tuple(labels.shape)}")
+    labels = labels.long()
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {int(labels.min())}..{int(labels.max())}")
+    return labels
+
+
+def _embed(images, embedder: DlibEmbedder | None) -> torch.Tensor:
+    return (embedder or DlibEmbedder()).embed(check_images(images))
+
+
+def _make_head(num_classes: int, hidden: int) -> nn.Module:
+    if hidden == 0:
+        return nn.Linear(EMBEDDING_DIM, num_classes)
+    return nn.Sequential(nn.Linear(EMBEDDING_DIM, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+
+class EvaluationClassifier(nn.Module):
+    """Identity classifier on dlib embeddings: ``predict_proba(images) -> [N, K]``; the head is ~128xK numbers.
+
+    Embeddings are standardised with the train mean and scale, then a linear layer (``hidden=0``) or a one-hidden-
+    layer MLP gives the logits; the weight decay is picked by valid accuracy in :meth:`fit`.
+    """
+
+    def __init__(self, classes: Sequence[str], *, hidden: int = 0, embedder: DlibEmbedder | None = None):
+        super().__init__()
+        if len(classes) < 2:
+            raise ValueError(f"an evaluation classifier needs at least 2 classes, got {len(classes)}")
+        if not isinstance(hidden, int) or hidden < 0:
+            raise ValueError(f"hidden must be a non-negative integer, got {hidden!r}")
+        self.classes = list(classes)
+        self.hidden = hidden
+        self.embedder = embedder
+        self.register_buffer("mean", torch.zeros(EMBEDDING_DIM))
+        self.register_buffer("scale", torch.ones(()))
+        self.head = _make_head(len(self.classes), hidden)
+        self.metrics: dict = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _embedder(self) -> DlibEmbedder:
+        if self.embedder is None:
+            self.embedder = DlibEmbedder()
+        return self.embedder
+
+    def logits_from_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, K]`` from dlib embeddings ``[N, 128]``."""
+        if emb.ndim != 2 or emb.shape[1] != EMBEDDING_DIM:
+            raise ValueError(f"embeddings must have shape [N, {EMBEDDING_DIM}], got {tuple(emb.shape)}")
+        return self.head((emb.to(self.mean) - self.mean) / self.scale)
+
+    def forward(self, images) -> torch.Tensor:
+        """Logits ``[N, K]`` of float images ``[N, 3, S, S]`` in [0, 1] (no gradient flows through dlib)."""
+        return self.logits_from_embeddings(self._embedder().embed(check_images(images)))
+
+    @torch.no_grad()
+    def predict_proba(self, images) -> torch.Tensor:
+        """Class probabilities ``[N, K]`` of float images ``[N, 3, S, S]`` in [0, 1]."""
+        self.eval()
+        return self(images).softmax(-1)
+
+    @torch.no_grad()
+    def predict(self, images) -> torch.Tensor:
+        """Predicted labels ``[N]``."""
+        return self.predict_proba(images).argmax(-1)
+
+    @torch.no_grad()
+    def topk_accuracy(self, images, labels, k: Sequence[int] | int = (1, 5), *, embeddings: torch.Tensor | None = None) -> dict:
+        """Fraction of images whose label is among the top-k predictions, as ``{"acc@1": .., "acc@5": ..}``.
+
+        ``k`` larger than the number of classes counts as the number of classes; pass ``embeddings`` to reuse them.
+        """
+        ks = (k,) if isinstance(k, int) else tuple(k)
+        if not ks or any(not isinstance(j, (int, np.integer)) or j < 1 for j in ks):
+            raise ValueError(f"k must be positive integers, got {k!r}")
+        emb = embeddings if embeddings is not None else self._embedder().embed(check_images(images))
+        labels = _check_labels(labels, len(emb), self.num_classes)
+        self.eval()
+        logits = self.logits_from_embeddings(emb)
+        top = logits.topk(min(max(ks), self.num_classes), dim=-1).indices.cpu()
+        hits = top == labels[:, None]
+        return {f"acc@{j}": float(hits[:, :min(j, self.num_classes)].any(-1).float().mean()) if len(emb) else float("nan")
+                for j in ks}
+
+    def fit(self, train_set, valid_set, embedder: DlibEmbedder | None = None, *,
+            weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, max_iter: int = 300, seed: int = 0) -> EvaluationClassifier:
+        """Train the head on ``train_set`` for each weight decay; keep the one with the best ``valid_set`` accuracy."""
+        train_set, valid_set = _check_faceset(train_set, "train_set"), _check_faceset(valid_set, "valid_set")
+        if list(train_set.classes) != self.classes or list(valid_set.classes) != self.classes:
+            raise ValueError("train_set and valid_set must have the classifier's classes (same names, same order)")
+        if not weight_decays or any(w < 0 for w in weight_decays):
+            raise ValueError(f"weight_decays must be non-negative numbers, got {weight_decays!r}")
+        if embedder is not None:
+            self.embedder = embedder
+        e_train = self._embedder().embed_faceset(train_set)
+        e_valid = self._embedder().embed_faceset(valid_set)
+        return self.fit_embeddings(e_train, train_set.labels, e_valid, valid_set.labels,
+                                   weight_decays=weight_decays, max_iter=max_iter, seed=seed)
+
+    def fit_embeddings(self, e_train, y_train, e_valid, y_valid, *, weight_decays=DEFAULT_WEIGHT_DECAYS,
+                       max_iter: int = 300, seed: int = 0) -> EvaluationClassifier:
+        """:meth:`fit` on precomputed embeddings (full-batch L-BFGS on cross-entropy + weight decay)."""
+        y_train = _check_labels(y_train, len(e_train), self.num_classes)
+        y_valid = _check_labels(y_valid, len(e_valid), self.num_classes)
+        e_train, e_valid = e_train.float(), e_valid.float()
+        with torch.no_grad():
+            self.mean.copy_(e_train.mean(0))
+            self.scale.copy_((e_train - self.mean).pow(2).sum(1).mean().sqrt().clamp_min(1e-8) / EMBEDDING_DIM ** 0.5)
+        best = None
+        results = {}
+        for wd in weight_decays:
+            seed_everything(seed)
+            head = _make_head(self.num_classes, self.hidden)
+            params = [p for n, p in head.named_parameters() if n.endswith("weight")]
+            opt = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=max_iter, history_size=20,
+                                    line_search_fn="strong_wolfe")
+            x_train = (e_train - self.mean) / self.scale
+
+            def closure():
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(head(x_train), y_train)
+                loss = loss + 0.5 * wd * sum(p.pow(2).sum() for p in params)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+            with torch.no_grad():
+                acc = float((head((e_valid - self.mean) / self.scale).argmax(-1) == y_valid).float().mean())
+            results[float(wd)] = acc
+            if best is None or acc > best[0]:
+                best = (acc, wd, head.state_dict())
+        self.head.load_state_dict(best[2])
+        self.metrics.update(valid_acc=best[0], weight_decay=float(best[1]), valid_by_weight_decay=results)
+        self.eval()
+        return self
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the head, the standardisation, the classes and the metrics (a few hundred kB at most)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {"classes": self.classes, "hidden": self.hidden, "state": self.state_dict(), "metrics": self.metrics}
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, embedder: DlibEmbedder | None = None) -> EvaluationClassifier:
+        """Read a classifier written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no evaluation classifier at {path}")
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        model = cls(blob["classes"], hidden=blob["hidden"], embedder=embedder)
+        model.load_state_dict(blob["state"])
+        model.metrics = dict(blob.get("metrics", {}))
+        return model.eval()
+
+
+def _fingerprint(faceset) -> str:
+    digest = hashlib.sha256()
+    digest.update(faceset.images.numpy().tobytes())
+    digest.update(faceset.labels.numpy().tobytes())
+    digest.update("\n".join(faceset.classes).encode())
+    return digest.hexdigest()[:16]
+
+
+def train_or_load_evaluator(private_data, *, embedder: DlibEmbedder | None = None, hidden: int = 0,
+                            weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, seed: int = 0,
+                            cache: bool = True) -> EvaluationClassifier:
+    """The evaluation classifier of a ``PrivateData`` (train/valid/test), cached by a hash of data and config.
+
+    ``metrics`` holds valid accuracy and test ``acc@1``/``acc@5`` measured on the test split.
+    """
+    for split in ("train", "valid", "test"):
+        if not hasattr(private_data, split):
+            raise ValueError(f"private_data must have train/valid/test FaceSets (ssdlib.data.PrivateData), "
+                             f"missing {split!r}")
+    config = {"kind": "dlib-head", "hidden": hidden, "weight_decays": [float(w) for w in weight_decays],
+              "seed": seed, "data": [_fingerprint(getattr(private_data, s)) for s in ("train", "valid", "test")]}
+    name = getattr(private_data, "dataset", "private")
+    path = cache_dir("evaluators") / f"{name}-{config_hash(config)}.pt"
+    embedder = embedder or DlibEmbedder()
+    if cache and path.is_file():
+        return EvaluationClassifier.load(path, embedder=embedder)
+    model = EvaluationClassifier(private_data.train.classes, hidden=hidden, embedder=embedder)
+    model.fit(private_data.train, private_data.valid, weight_decays=weight_decays, seed=seed)
+    test = _check_faceset(private_data.test, "test split")
+    model.metrics.update({f"test_{k}": v for k, v in model.topk_accuracy(test.float_images(), test.labels).items()})
+    model.metrics.update(n_train=len(private_data.train), n_valid=len(private_data.valid), n_test=len(test),
+                         num_classes=model.num_classes)
+    if cache:
+        model.save(path)
+    return model
+
+
+def _class_distances(images, labels, private_set, embedder, reduce: str) -> torch.Tensor:
+    private_set = _check_faceset(private_set, "private_set")
+    embedder = embedder or DlibEmbedder()
+    emb = _embed(images, embedder)
+    labels = _check_labels(labels, len(emb), private_set.num_classes)
+    ref = embedder.embed_faceset(private_set)
+    out = torch.full((len(emb),), float("nan"))
+    for c in labels.unique().tolist():
+        mine, theirs = labels == c, ref[private_set.labels == c]
+        if len(theirs) == 0:
+            raise ValueError(f"private_set has no image of class {c} ({private_set.classes[c]})")
+        if reduce == "knn":
+            out[mine] = torch.cdist(emb[mine], theirs).min(1).values
+        else:
+            out[mine] = (emb[mine] - theirs.mean(0)).norm(dim=1)
+    return out
+
+
+def knn_distance(images, labels, private_set, embedder: DlibEmbedder | None = None) -> torch.Tensor:
+    """Per-image L2 distance (dlib embedding) to the nearest private image of its class ("KNN Dist"), ``[N]``."""
+    return _class_distances(images, labels, private_set, embedder, "knn")
+
+
+def centroid_distance(images, labels, private_set, embedder: DlibEmbedder | None = None) -> torch.Tensor:
+    """Per-image L2 distance (dlib embedding) to the mean private embedding of its class, ``[N]``."""
+    return _class_distances(images, labels, private_set, embedder, "centroid")

@@ -1,0 +1,175 @@
+"""Execute the book's notebooks with papermill at a scale profile, skipping those already up to date.
+
+Usage: ``python -m ssdlib.runner --scale cpu [--only solver] [-p name value] [--force]``.
+The order and the executed copies come from ``_toc.yml`` (entries under ``executed/``); parameters come from
+``notebooks/scales.yml`` (``common`` then the notebook's own entry, for the chosen scale) plus ``-p`` overrides.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .utils import REPO_ROOT
+
+SCALES = ("smoke", "cpu", "paper")
+EXECUTED = "executed"
+
+
+def toc_notebooks(toc_path: Path = REPO_ROOT / "_toc.yml") -> list[str]:
+    """Names of the executed notebooks in book order (toc entries ``executed/<name>``)."""
+    toc = yaml.safe_load(toc_path.read_text())
+    names: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                value = node.get(key)
+                if isinstance(value, str) and value.startswith(EXECUTED + "/"):
+                    names.append(value.split("/", 1)[1].removesuffix(".ipynb"))
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return names
+
+
+def load_profiles(path: Path = REPO_ROOT / "notebooks" / "scales.yml") -> dict:
+    """The scale profiles: ``{notebook: {"source": ..., scale: {param: value}}}`` plus ``common``."""
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def parameters_for(name: str, scale: str, profiles: dict, overrides: dict | None = None) -> dict:
+    """Parameters injected into notebook ``name`` at ``scale``: common, then its own, then overrides."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
+    params = {"scale": scale}
+    params.update((profiles.get("common") or {}).get(scale) or {})
+    params.update((profiles.get(name) or {}).get(scale) or {})
+    params.update(overrides or {})
+    return params
+
+
+def source_of(name: str, profiles: dict) -> Path:
+    """The source notebook of an executed copy (``source:`` in scales.yml, else the same name)."""
+    source = (profiles.get(name) or {}).get("source", name)
+    path = REPO_ROOT / "notebooks" / f"{source}.ipynb"
+    if not path.exists():
+        raise FileNotFoundError(f"notebook source {path} for toc entry {EXECUTED}/{name} does not exist")
+    return path
+
+
+def library_digest() -> str:
+    """Hash of the ssdlib sources, so an executed notebook is redone when the library changes."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO_ROOT / "ssdlib").rglob("*.py")):
+        digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_digest(source: Path, params: dict) -> str:
+    blob = json.dumps({"nb": source.read_text(), "params": params, "lib": library_digest()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _recorded_digest(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text())["metadata"].get("ssd_runner", {}).get("digest")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def parse_value(text: str):
+    """Read a ``-p`` value as a Python literal when it is one (numbers, lists, None), else as a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool = False,
+            publish: bool = True, profiles: dict | None = None) -> tuple[bool, float]:
+    """Execute one notebook into ``executed/<scale>/``; return (ran, seconds). Raises on the first failing cell.
+
+    ``publish`` copies the result to ``executed/<name>.ipynb``, the copy the book renders.
+    """
+    import papermill as pm
+
+    profiles = load_profiles() if profiles is None else profiles
+    source = source_of(name, profiles)
+    params = parameters_for(name, scale, profiles, overrides)
+    digest = run_digest(source, params)
+    store = REPO_ROOT / EXECUTED / scale
+    target = store / f"{name}.ipynb"
+    ran, seconds = False, 0.0
+    if force or not target.exists() or _recorded_digest(target) != digest:
+        partial = REPO_ROOT / EXECUTED / "failed" / f"{name}.ipynb"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        store.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(source), str(partial), parameters=params, cwd=str(store),
+                                kernel_name="python3", progress_bar=False, log_output=False)
+        except Exception:
+            print(f"[runner] {name} failed; the partly executed copy is {partial}", file=sys.stderr)
+            raise
+        seconds = time.perf_counter() - start
+        nb = json.loads(partial.read_text())
+        nb["metadata"]["ssd_runner"] = {"digest": digest, "scale": scale, "parameters": params,
+                                        "seconds": round(seconds, 1)}
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(nb, indent=1))
+        os.replace(tmp, target)
+        partial.unlink()
+        ran = True
+    if publish:
+        shutil.copyfile(target, REPO_ROOT / EXECUTED / f"{name}.ipynb")
+    return ran, seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", default=os.environ.get("SCALE", "cpu"), choices=SCALES)
+    parser.add_argument("--only", nargs="*", default=None, help="notebook names to run (default: all in _toc.yml)")
+    parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="override a parameter of the notebooks run (repeatable)")
+    parser.add_argument("--force", action="store_true", help="re-execute even if the executed copy is up to date")
+    parser.add_argument("--list", action="store_true", help="list the notebooks and their parameters, run nothing")
+    args = parser.parse_args(argv)
+
+    profiles = load_profiles()
+    names = toc_notebooks()
+    if args.only:
+        unknown = sorted(set(args.only) - set(names))
+        if unknown:
+            parser.error(f"not in _toc.yml: {unknown}; known: {names}")
+        names = [n for n in names if n in args.only]
+    overrides = {k: parse_value(v) for k, v in args.param}
+    if args.list:
+        for name in names:
+            print(name, parameters_for(name, args.scale, profiles, overrides))
+        return 0
+    total = time.perf_counter()
+    for name in names:
+        ran, seconds = execute(name, args.scale, overrides=overrides, force=args.force, profiles=profiles)
+        print(f"[runner] {name}: {'executed in %.1f s' % seconds if ran else 'up to date, skipped'}", flush=True)
+    print(f"[runner] {len(names)} notebooks at scale {args.scale} in {time.perf_counter() - total:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

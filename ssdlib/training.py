@@ -1,0 +1,311 @@
+"""One training loop for every target model and defense: deterministic, resumable, cached by config hash.
+
+``fit`` trains with a ``TrainingDefense`` (``ssdlib.baselines``) and writes an atomic checkpoint after every
+epoch, so a crash resumes from the last finished epoch. Every epoch reseeds all generators from
+``(seed, epoch)``, which makes a resumed run identical to an uninterrupted one. ``train_or_load`` keys the
+final weights by ``config_hash(config + data identity + defense)`` under ``cache_dir("models")``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .baselines import TrainingDefense, build_defense
+from .models import FAMILIES, SCALES, build_model
+from .utils import cache_dir, config_hash, resolve_device, seed_everything
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "multistep", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a trained model (apart from the data): architecture, optimisation, defense."""
+
+    family: str
+    scale: str
+    num_classes: int
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    augment: bool = True
+    seed: int = 0
+    defense: str = "none"
+    defense_params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; valid: {', '.join(FAMILIES)}")
+        if self.scale not in SCALES:
+            raise ValueError(f"unknown scale {self.scale!r}; valid: {', '.join(SCALES)}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"epochs, batch_size and lr must be positive, got {self.epochs}, "
+                             f"{self.batch_size}, {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown lr schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        self.milestones = tuple(int(m) for m in self.milestones)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form (used for hashing and stored with checkpoints)."""
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+# Training recipes per scale (epochs sized to the time budgets of DEVELOPERS.md; paper: 100 epochs).
+RECIPES = {
+    "smoke": dict(epochs=2, lr=0.05),
+    "cpu": dict(epochs=30, lr=0.05),
+    "paper": dict(epochs=100, lr=0.01, schedule="multistep", milestones=(75, 90)),
+}
+
+
+def default_config(family: str, scale: str, num_classes: int, defense: str = "none", **overrides) -> TrainConfig:
+    """The standard recipe for ``scale`` (``RECIPES``), with ``overrides`` applied."""
+    if scale not in RECIPES:
+        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(RECIPES)}")
+    return TrainConfig(family=family, scale=scale, num_classes=num_classes, defense=defense,
+                       **{**RECIPES[scale], **overrides})
+
+
+def init_model(config: TrainConfig) -> nn.Module:
+    """The untrained model of ``config``, initialised from ``config.seed`` (so training is reproducible)."""
+    seed_everything(config.seed)
+    return build_model(config.family, config.num_classes, config.scale)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _as_tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) from a FaceSet-like object (``images``/``labels``) or an ``(images, labels)`` pair."""
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        images, labels = data.images, data.labels
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        images, labels = data
+    else:
+        raise ValueError("data must be a FaceSet (with .images and .labels) or an (images, labels) pair, "
+                         f"got {type(data).__name__}")
+    images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
+    if images.dim() != 4 or images.shape[1] != 3 or len(images) != len(labels):
+        raise ValueError(f"images must be [N, 3, H, W] with one label each, got {tuple(images.shape)} and "
+                         f"{tuple(labels.shape)}")
+    return images, labels
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] or float [0, 1] images as float [0, 1]."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
+def _batches(data, batch_size: int, *, shuffle: bool, augment: bool, generator: torch.Generator | None):
+    """Iterate ``(float images, labels)`` batches of a FaceSet or ``(images, labels)`` pair (sliced directly,
+    augmented per image by ``ssdlib.data.augment`` with ``generator``), or of a torch Dataset as given."""
+    if isinstance(data, Dataset) and not hasattr(data, "images"):
+        yield from DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+        return
+    images, labels = _as_tensors(data)
+    if augment:
+        from .data import augment as augment_image  # the one place augmentation is defined
+    n = len(labels)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        x = _to_float(images[idx])
+        if augment:
+            x = torch.stack([augment_image(img, generator=generator) for img in x])
+        yield x, labels[idx]
+
+
+def data_identity(data) -> dict | None:
+    """Name, size and a content hash of a data set, so cached models are keyed by the data they saw."""
+    if data is None:
+        return None
+    images, labels = _as_tensors(data)
+    h = hashlib.sha256(images.contiguous().numpy().tobytes())
+    h.update(labels.contiguous().numpy().tobytes())
+    return {"name": getattr(data, "name", ""), "n": len(labels), "sha": h.hexdigest()[:16]}
+
+
+# ---------------------------------------------------------------------------------------------- loop
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % 2**31
+
+
+def _make_optimizer(params, config: TrainConfig):
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _make_scheduler(optimizer, config: TrainConfig):
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones),
+                                                    gamma=config.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    """Write to a temporary file beside ``path`` and rename, so a crash never leaves a torn checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(model: nn.Module, train_set, valid_set=None, *, config: TrainConfig,
+        defense: TrainingDefense | None = None, device=None, checkpoint: str | os.PathLike | None = None,
+        progress: bool = True) -> tuple[nn.Module, list[dict]]:
+    """Train ``defense.wrap(model)`` on ``train_set`` for ``config.epochs``; return the trained network and
+    a per-epoch history (loss, train/valid accuracy, lr, seconds, defense logs). With ``checkpoint``, the
+    state is saved after each epoch and an existing checkpoint of the same config is resumed."""
+    if not isinstance(config, TrainConfig):
+        raise ValueError("config must be a TrainConfig")
+    if defense is None:
+        defense = build_defense(config.defense, **config.defense_params)
+    device = resolve_device(device)
+    net = defense.wrap(model).to(device)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(params, config)
+    scheduler = _make_scheduler(optimizer, config)
+    history: list[dict] = []
+    start_epoch = 0
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state.get("config") != config.to_dict():
+            raise ValueError(f"checkpoint {ckpt_path} was written for another config; delete it or change path")
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+
+    bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.family}/{config.scale}/{defense.name}",
+               disable=not progress, initial=start_epoch, total=config.epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        gen = seed_everything(_epoch_seed(config.seed, epoch))
+        net.train()
+        defense.on_train(net)
+        tot_loss, correct, seen, logs_sum = 0.0, 0, 0, {}
+        for x, y in _batches(train_set, config.batch_size, shuffle=True, augment=config.augment, generator=gen):
+            x, y = x.to(device), y.to(device)
+            loss, logs, logits = defense.loss(net, x, y, epoch, config.epochs)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            n = len(y)
+            tot_loss += loss.item() * n
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += n
+            for k, v in logs.items():
+                logs_sum[k] = logs_sum.get(k, 0.0) + float(v) * n
+        record = {"epoch": epoch + 1, "train_loss": tot_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+                  "lr": optimizer.param_groups[0]["lr"]}
+        record.update({k: v / max(seen, 1) for k, v in logs_sum.items()})
+        scheduler.step()
+        if valid_set is not None:
+            record["valid_acc"] = evaluate(net, valid_set, device=device)["accuracy"]
+        record["seconds"] = time.perf_counter() - t0
+        history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}",
+                        val=f"{record.get('valid_acc', float('nan')):.3f}")
+        if ckpt_path is not None:
+            _atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
+                          "config": config.to_dict()}, ckpt_path)
+    net.eval()
+    return net, history
+
+
+# -------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict_proba(model: nn.Module, data, *, device=None, batch_size: int = 256) -> torch.Tensor:
+    """Softmax probabilities ``[N, K]`` (float32, CPU) of ``model`` in eval mode on a FaceSet, an
+    ``(images, labels)`` pair or an image tensor (uint8 [0, 255] or float [0, 1])."""
+    device = resolve_device(device)
+    images = data if isinstance(data, torch.Tensor) else _as_tensors(data)[0]
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
+    was_training = model.training
+    model.eval()
+    out = [F.softmax(model(_to_float(images[i:i + batch_size]).to(device)).float(), dim=1).cpu()
+           for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, getattr(model, "num_classes", 0))
+
+
+def evaluate(model: nn.Module, data, *, device=None, batch_size: int = 256, return_probs: bool = False) -> dict:
+    """Top-1 accuracy and mean cross-entropy (and the probabilities if asked) on a labelled set."""
+    _, labels = _as_tensors(data)
+    probs = predict_proba(model, data, device=device, batch_size=batch_size)
+    acc = (probs.argmax(1) == labels).float().mean().item()
+    nll = -torch.log(probs[torch.arange(len(labels)), labels].clamp_min(1e-12)).mean().item()
+    result = {"accuracy": acc, "loss": nll, "n": len(labels)}
+    if return_probs:
+        result["probs"] = probs
+    return result
+
+
+# ------------------------------------------------------------------------------------------ caching
+def model_key(config: TrainConfig, train_set, valid_set=None, defense: TrainingDefense | None = None) -> str:
+    """Cache key of a trained model: hash of config, data identities and the defense's parameters."""
+    if defense is None:
+        defense = build_defense(config.defense, **config.defense_params)
+    return config_hash({"config": config.to_dict(), "train": data_identity(train_set),
+                        "valid": data_identity(valid_set), "defense": defense.params()})
+
+
+def train_or_load(config: TrainConfig, train_set, valid_set=None, *, defense: TrainingDefense | None = None,
+                  device=None, cache: bool = True, progress: bool = True) -> tuple[nn.Module, dict]:
+    """Train (resuming an interrupted run) and cache, or load the cached model. Returns ``(model, info)`` with
+    info = history, train_seconds, key, path, cached (True if loaded)."""
+    if defense is None:
+        defense = build_defense(config.defense, **config.defense_params)
+    device = resolve_device(device)
+    key = model_key(config, train_set, valid_set, defense)
+    folder = cache_dir("models")
+    path, partial = folder / f"{config.family}-{config.scale}-{defense.name}-{key}.pt", folder / f"{key}.partial.pt"
+    model = init_model(config)
+    if cache and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        net = defense.wrap(model)
+        net.load_state_dict(state["state_dict"])
+        net.to(device).eval()
+        return net, {"history": state["history"], "train_seconds": state["train_seconds"], "key": key,
+                     "path": path, "cached": True}
+    t0 = time.perf_counter()
+    prior = 0.0
+    if cache and partial.is_file():
+        prior = sum(r["seconds"] for r in torch.load(partial, map_location="cpu", weights_only=False)["history"])
+    net, history = fit(model, train_set, valid_set, config=config, defense=defense, device=device,
+                       checkpoint=partial if cache else None, progress=progress)
+    seconds = prior + time.perf_counter() - t0
+    if cache:
+        _atomic_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "history": history,
+                      "train_seconds": seconds, "config": config.to_dict(), "defense": defense.params()}, path)
+        partial.unlink(missing_ok=True)
+    return net, {"history": history, "train_seconds": seconds, "key": key, "path": path if cache else None,
+                 "cached": False}

@@ -1,0 +1,147 @@
+"""The training loop: it learns, is deterministic, resumes exactly after a crash, and caches by config."""
+import time
+
+import pytest
+import torch
+
+from ssdlib.baselines import TrainingDefense, build_defense
+from ssdlib.data import FaceSet
+from ssdlib.models import build_model
+from ssdlib.training import (TrainConfig, default_config, evaluate, fit, init_model, model_key, predict_proba,
+                             train_or_load)
+
+K = 4
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine, 2 threads per process oversubscribe and run slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
+def _toy(n_per_class=16, seed=0, name="toy"):
+    """A learnable synthetic face set: class c brightens quadrant c, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    images, labels = [], []
+    for c in range(K):
+        x = torch.rand(n_per_class, 3, 64, 64, generator=g) * 0.5
+        r, q = divmod(c, 2)
+        x[:, :, 32 * r:32 * r + 32, 32 * q:32 * q + 32] += 0.5
+        images.append((x * 255).round().to(torch.uint8))
+        labels.append(torch.full((n_per_class,), c))
+    return FaceSet(torch.cat(images), torch.cat(labels), [f"toy:{c}" for c in range(K)], name)
+
+
+def _config(**kw):
+    base = dict(family="ir152", scale="smoke", num_classes=K, epochs=3, batch_size=16, lr=0.05, seed=3,
+                augment=True)
+    return TrainConfig(**{**base, **kw})
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_training_reduces_loss_and_learns():
+    train, valid = _toy(seed=0), _toy(n_per_class=8, seed=1)
+    cfg = _config(epochs=6, augment=False)
+    net, history = fit(build_model("ir152", K, "smoke"), train, valid, config=cfg, progress=False)
+    assert len(history) == 6 and [h["epoch"] for h in history] == list(range(1, 7))
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert history[-1]["valid_acc"] > 0.5  # chance is 0.25
+    assert not net.training
+
+
+def test_deterministic_given_seed():
+    train = _toy()
+    cfg = _config(family="vgg16", epochs=2)
+    a, ha = fit(init_model(cfg), train, config=cfg, progress=False)
+    torch.manual_seed(123)  # a different global state before the second run must not matter
+    b, hb = fit(init_model(cfg), train, config=cfg, progress=False)
+    assert _same_weights(a, b)
+    assert [h["train_loss"] for h in ha] == [h["train_loss"] for h in hb]
+    cfg4 = _config(family="vgg16", epochs=2, seed=4)
+    c, _ = fit(init_model(cfg4), train, config=cfg4, progress=False)
+    assert not _same_weights(a, c)
+
+
+class _CrashAt(TrainingDefense):
+    """Plain cross-entropy that raises in a given epoch, to simulate a crash mid-run."""
+
+    def __init__(self, epoch):
+        self.crash_epoch = epoch
+
+    def loss(self, net, x, y, epoch, total_epochs):
+        if epoch == self.crash_epoch:
+            raise KeyboardInterrupt("simulated crash")
+        return super().loss(net, x, y, epoch, total_epochs)
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
+    train, valid = _toy(), _toy(n_per_class=4, seed=1)
+    cfg = _config(epochs=3, defense="mid", defense_params={"beta": 0.01})  # MID: also checks noise RNG
+    ref, ref_hist = fit(init_model(cfg), train, valid, config=cfg, progress=False)
+
+    ckpt = tmp_path / "run.pt"
+
+    class CrashingMID(_CrashAt, type(build_defense("mid"))):
+        pass
+
+    crashing = CrashingMID(2)
+    crashing.beta, crashing.k = 0.01, None
+    with pytest.raises(KeyboardInterrupt):
+        fit(init_model(cfg), train, valid, config=cfg, defense=crashing, checkpoint=ckpt, progress=False)
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["epoch"] == 2 and len(saved["history"]) == 2
+
+    resumed, hist = fit(init_model(cfg), train, valid, config=cfg, checkpoint=ckpt, progress=False)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert _same_weights(resumed, ref)
+    assert hist[-1]["train_loss"] == ref_hist[-1]["train_loss"]
+    with pytest.raises(ValueError, match="another config"):
+        fit(build_model("ir152", K, "smoke"), train, config=_config(epochs=4), checkpoint=ckpt, progress=False)
+
+
+def test_train_or_load_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSD_CACHE_DIR", str(tmp_path))
+    train, valid = _toy(), _toy(n_per_class=4, seed=1)
+    cfg = _config(epochs=2, family="vgg16")
+    net, info = train_or_load(cfg, train, valid, device="cpu", progress=False)
+    assert not info["cached"] and info["path"].is_file() and info["train_seconds"] > 0
+    assert not list(tmp_path.glob("models/*.partial.pt"))
+    t0 = time.perf_counter()
+    net2, info2 = train_or_load(cfg, train, valid, device="cpu", progress=False)
+    assert info2["cached"] and time.perf_counter() - t0 < 5
+    assert _same_weights(net, net2) and info2["history"] == info["history"]
+    assert info2["train_seconds"] == info["train_seconds"]
+    # the key depends on the data and the config
+    assert model_key(cfg, _toy(seed=5), valid) != info["key"]
+    assert model_key(_config(epochs=3, family="vgg16"), train, valid) != info["key"]
+
+
+def test_predict_and_evaluate():
+    train = _toy()
+    net, _ = fit(build_model("ir152", K, "smoke"), train, config=_config(epochs=1), progress=False)
+    probs = predict_proba(net, train, batch_size=20)
+    assert probs.shape == (len(train), K)
+    torch.testing.assert_close(probs.sum(1), torch.ones(len(train)))
+    torch.testing.assert_close(predict_proba(net, train.images), probs)
+    torch.testing.assert_close(predict_proba(net, train.float_images()), probs)
+    res = evaluate(net, train, return_probs=True)
+    assert res["accuracy"] == pytest.approx((probs.argmax(1) == train.labels).float().mean().item())
+    with pytest.raises(ValueError, match="images"):
+        predict_proba(net, torch.rand(3, 64, 64))
+
+
+def test_config_validation():
+    assert default_config("vgg16", "cpu", 10).epochs >= 1
+    for bad in (dict(family="alexnet"), dict(scale="tiny"), dict(num_classes=1), dict(optimizer="rmsprop"),
+                dict(schedule="poly"), dict(epochs=0)):
+        with pytest.raises(ValueError):
+            _config(**bad)
+    with pytest.raises(ValueError, match="FaceSet"):
+        fit(build_model("vgg16", K, "smoke"), [1, 2, 3], config=_config(family="vgg16"), progress=False)
