@@ -9,7 +9,6 @@ import statistics
 import time
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 

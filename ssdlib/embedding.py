@@ -9,8 +9,11 @@ bottom 14 px (chin) lie outside the crop and are zero-padded, as ``get_face_chip
 Measured on those 800 crops (10 train / 10 test images per identity): (a) landmarks + ``get_face_chip``:
 nearest-centroid 97.0%, 1-NN 96.8%; (b) the fixed box: nearest-centroid 97.0%, 1-NN 97.5%; same-identity mean
 distance 0.48 vs 0.80 for different identities in both. Equal accuracy, so (b) is used: it needs no landmark
-model, cannot fail on odd (reconstructed) faces, and is batched. The descriptor itself costs about 0.09 s per
-image per core (the landmarks add 2 ms); :class:`DlibEmbedder` spreads batches over worker processes.
+model, cannot fail on odd (reconstructed) faces, and is batched. The descriptor costs about 0.09 s per image
+per core (the landmarks would add 2 ms) and dlib runs it on one thread, so :class:`DlibEmbedder` spreads batches
+over worker processes. On a 2-core machine that other jobs kept at load ~6: 1 process 2.9 images/s, 2 workers
+4.5 images/s (back to back, 64/128 crops); LFW's 2,155 private images took 549 s (3.9 images/s) with 2 workers.
+Descriptors are bit-identical across batch sizes and worker counts.
 """
 from __future__ import annotations
 

@@ -3,6 +3,10 @@
 The attack metrics Acc@1/Acc@5 and "KNN Dist" of model-inversion papers need a judge that is independent of, and
 more accurate than, the attacked target models (CNNs trained from scratch): here a multinomial logistic regression
 (or small MLP) on dlib's 128-d descriptors, trained on the private train split, selected on the valid split.
+Measured (default split, seed 0; linear head): CelebA 181 identities (3768/468/468 images) test Acc@1 95.3%,
+Acc@5 98.9%; LFW 62 identities (1731/212/212) Acc@1 99.1%, Acc@5 100%. A 256-unit MLP head (CelebA 94.4%) and
+L2-normalised embeddings (95.1%) did no better. KNN distance of test images to their own class 0.36 (CelebA) /
+0.33 (LFW) vs 0.73 / 0.70 to a random other class (own smaller for 99.8% / 100% of images).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from torch import nn
 from .embedding import EMBEDDING_DIM, DlibEmbedder, check_images
 from .utils import cache_dir, config_hash, seed_everything
 
-DEFAULT_WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2)
+DEFAULT_WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def _check_faceset(faceset, what: str):
@@ -142,33 +146,42 @@ class EvaluationClassifier(nn.Module):
         with torch.no_grad():
             self.mean.copy_(e_train.mean(0))
             self.scale.copy_((e_train - self.mean).pow(2).sum(1).mean().sqrt().clamp_min(1e-8) / EMBEDDING_DIM ** 0.5)
+        x_train, x_valid = (e_train - self.mean) / self.scale, (e_valid - self.mean) / self.scale
         best = None
         results = {}
-        for wd in weight_decays:
-            seed_everything(seed)
-            head = _make_head(self.num_classes, self.hidden)
-            params = [p for n, p in head.named_parameters() if n.endswith("weight")]
-            opt = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=max_iter, history_size=20,
-                                    line_search_fn="strong_wolfe")
-            x_train = (e_train - self.mean) / self.scale
-
-            def closure():
-                opt.zero_grad()
-                loss = nn.functional.cross_entropy(head(x_train), y_train)
-                loss = loss + 0.5 * wd * sum(p.pow(2).sum() for p in params)
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-            with torch.no_grad():
-                acc = float((head((e_valid - self.mean) / self.scale).argmax(-1) == y_valid).float().mean())
-            results[float(wd)] = acc
-            if best is None or acc > best[0]:
-                best = (acc, wd, head.state_dict())
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny full-batch problem: extra threads only add overhead (6x slower measured)
+        try:
+            for wd in sorted(weight_decays, reverse=True):  # on ties keep the strongest regularisation
+                acc, state = self._fit_one(x_train, y_train, x_valid, y_valid, wd, max_iter, seed)
+                results[float(wd)] = acc
+                if best is None or acc > best[0]:
+                    best = (acc, wd, state)
+        finally:
+            torch.set_num_threads(threads)
         self.head.load_state_dict(best[2])
         self.metrics.update(valid_acc=best[0], weight_decay=float(best[1]), valid_by_weight_decay=results)
         self.eval()
         return self
+
+    def _fit_one(self, x_train, y_train, x_valid, y_valid, wd: float, max_iter: int, seed: int):
+        seed_everything(seed)
+        head = _make_head(self.num_classes, self.hidden)
+        params = [p for n, p in head.named_parameters() if n.endswith("weight")]
+        opt = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=max_iter, history_size=20,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(head(x_train), y_train)
+            loss = loss + 0.5 * wd * sum(p.pow(2).sum() for p in params)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            acc = float((head(x_valid).argmax(-1) == y_valid).float().mean())
+        return acc, head.state_dict()
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the head, the standardisation, the classes and the metrics (a few hundred kB at most)."""
@@ -242,7 +255,7 @@ def _class_distances(images, labels, private_set, embedder, reduce: str) -> torc
         if len(theirs) == 0:
             raise ValueError(f"private_set has no image of class {c} ({private_set.classes[c]})")
         if reduce == "knn":
-            out[mine] = torch.cdist(emb[mine], theirs).min(1).values
+            out[mine] = torch.cdist(emb[mine], theirs, compute_mode="donot_use_mm_for_euclid_dist").min(1).values  # exact 0 for copies
         else:
             out[mine] = (emb[mine] - theirs.mean(0)).norm(dim=1)
     return out

@@ -23,7 +23,7 @@ SCALES = ("smoke", "cpu", "paper")
 # cpu members were sized by measured step time on the 2-core machine (batch 64; numbers in the models chapter).
 ARCHITECTURES: dict[tuple[str, str], dict] = {
     ("vgg16", "paper"): dict(width=64, convs=(2, 2, 3, 3, 3)),
-    ("vgg16", "cpu"): dict(width=16, convs=(2, 2, 3, 3, 3), downsample=2),
+    ("vgg16", "cpu"): dict(width=16, convs=(1, 1, 2, 2, 2), downsample=2),
     ("vgg16", "smoke"): dict(width=4, convs=(1, 1, 1, 1, 1), downsample=2),
     ("ir152", "paper"): dict(stages=(3, 8, 36, 3), widths=(64, 128, 256, 512), feat_dim=512),
     ("ir152", "cpu"): dict(stages=(1, 2, 2, 1), widths=(16, 32, 64, 128), feat_dim=256, downsample=2),

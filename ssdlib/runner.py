@@ -2,7 +2,7 @@
 
 Usage: ``python -m ssdlib.runner --scale cpu [--only solver] [-p name value] [--force]``.
 The order and the executed copies come from ``_toc.yml`` (entries under ``executed/``); parameters come from
-``notebooks/scales.yml`` (``common`` then the notebook's own entry, for the chosen scale) plus ``-p`` overrides.
+``notebooks/scales.yml`` (``common``, then the notebook's own entry) plus ``-p`` overrides.
 """
 from __future__ import annotations
 
@@ -52,12 +52,15 @@ def load_profiles(path: Path = REPO_ROOT / "notebooks" / "scales.yml") -> dict:
 
 
 def parameters_for(name: str, scale: str, profiles: dict, overrides: dict | None = None) -> dict:
-    """Parameters injected into notebook ``name`` at ``scale``: common, then its own, then overrides."""
+    """Parameters injected into notebook ``name`` at ``scale``: common, its own ``parameters`` (any scale), its
+    own for ``scale``, then overrides."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
+    entry = profiles.get(name) or {}
     params = {"scale": scale}
     params.update((profiles.get("common") or {}).get(scale) or {})
-    params.update((profiles.get(name) or {}).get(scale) or {})
+    params.update(entry.get("parameters") or {})
+    params.update(entry.get(scale) or {})
     params.update(overrides or {})
     return params
 
@@ -90,6 +93,18 @@ def _recorded_digest(path: Path) -> str | None:
         return json.loads(path.read_text())["metadata"].get("ssd_runner", {}).get("digest")
     except (OSError, ValueError, KeyError):
         return None
+
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def strip_widgets(nb: dict) -> dict:
+    """Drop widget outputs (tqdm progress bars) and widget state: the static book cannot run them."""
+    nb.get("metadata", {}).pop("widgets", None)
+    for cell in nb.get("cells", []):
+        if cell.get("outputs"):
+            cell["outputs"] = [o for o in cell["outputs"] if WIDGET_MIME not in o.get("data", {})]
+    return nb
 
 
 def parse_value(text: str):
@@ -127,7 +142,7 @@ def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool
             print(f"[runner] {name} failed; the partly executed copy is {partial}", file=sys.stderr)
             raise
         seconds = time.perf_counter() - start
-        nb = json.loads(partial.read_text())
+        nb = strip_widgets(json.loads(partial.read_text()))
         nb["metadata"]["ssd_runner"] = {"digest": digest, "scale": scale, "parameters": params,
                                         "seconds": round(seconds, 1)}
         tmp = target.with_suffix(".tmp")

@@ -18,11 +18,11 @@ Numerics: everything is accumulated in float64 whatever the input dtype.  The ou
 p = f + up - down with sum(up) = sum(down) = t <= eps/2 - margin, computed in float64, never by renormalising p;
 ``margin`` (see :func:`_margin`) covers the float64 summation error and the final rounding to the output dtype, so
 ||p - f||_1 <= eps holds for the returned values and p >= 0.  Budgets smaller than ``margin`` return f.
+Zero-q entries of the feasible case are set to exactly 0, so KL(p||q) stays finite.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable
+import os
 
 import numpy as np
 import torch
@@ -32,6 +32,10 @@ try:  # numba is the CPU fast path; the torch path below works without it.
     from numba import njit, prange
 
     _HAVE_NUMBA = True
+    # numba's OpenMP layer loads a second libgomp beside torch's; the two pools then stall each other for a
+    # scheduler tick (~12 ms per call, measured).  Unless the user chose a layer, use numba's own workqueue.
+    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "workqueue"
 except ImportError:  # pragma: no cover - numba is a core dependency, kept optional for odd platforms
     _HAVE_NUMBA = False
 
@@ -56,7 +60,7 @@ _MAX_PASSES = 200  # safety cap; exact arithmetic needs at most C + 1 passes, pr
 def _margin(C: int, dtype: torch.dtype) -> float:
     """Budget slack (per side) that absorbs float64 summation error and rounding of p to ``dtype``."""
     u_out = 2.0**-24 if dtype == torch.float32 else _U64
-    return (C + 4) * _U64 + u_out
+    return (2 * C + 8) * _U64 + u_out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -66,13 +70,20 @@ def _margin(C: int, dtype: torch.dtype) -> float:
 
 def _check_probs(x: torch.Tensor, name: str) -> None:
     """Raise ValueError unless ``x`` holds finite non-negative rows summing to 1 (within the documented tolerance)."""
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or Inf entries")
-    if (x < 0).any():
-        raise ValueError(f"{name} has negative entries; rows must lie on the probability simplex")
     C = x.shape[-1]
+    if x.device.type == "cpu" and _HAVE_NUMBA and x.numel():
+        bad, sums = _check_nb(np.ascontiguousarray(x.detach().numpy()))  # one parallel pass
+        sums = torch.from_numpy(sums)
+        need_detail = bool(bad.any())
+    else:
+        sums = x.sum(-1, dtype=torch.float64)
+        need_detail = not bool(torch.isfinite(sums).all()) or bool((x < 0).any())
+    if need_detail:
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or Inf entries")
+        raise ValueError(f"{name} has negative entries; rows must lie on the probability simplex")
     tol = SUM_ATOL * max(1.0, C * torch.finfo(x.dtype).eps)
-    dev = (x.sum(-1, dtype=torch.float64) - 1.0).abs()
+    dev = (sums - 1.0).abs()
     if dev.numel() and float(dev.max()) > tol:
         raise ValueError(
             f"{name} rows must sum to 1 (largest deviation {float(dev.max()):.3g} exceeds tolerance {tol:.3g})"
@@ -136,148 +147,198 @@ def _prepare(f, q, eps, validate: bool = True):
 # ----------------------------------------------------------------------------------------------------------------
 
 if _HAVE_NUMBA:
+    # fastmath is restricted to reassociation and FMA contraction: LLVM may then vectorise the float64 reductions
+    # (about 4x here) while NaN/Inf semantics stay IEEE (no nnan/ninf); the summation order then depends on the
+    # SIMD width, an error covered by _margin.
+    _FM = {"reassoc", "contract"}
+
+    @njit(cache=True, fastmath=_FM)
+    def _pass_first(f, q):  # pragma: no cover - compiled
+        """Sums at a = b = 1: (Q_a, U_a, n_a, Q_b, D_b, n_b, m0, n0); U_a + D_b = ||q - f||_1."""
+        Qa = 0.0
+        Ua = 0.0
+        na = 0.0
+        Qb = 0.0
+        Db = 0.0
+        nb = 0.0
+        m0 = 0.0
+        n0 = 0.0
+        for i in range(f.shape[0]):
+            fi = np.float64(f[i])
+            qi = np.float64(q[i])
+            d = qi - fi
+            wa = 1.0 if d > 0.0 else 0.0
+            wb = 1.0 if d < 0.0 else 0.0
+            wz = 1.0 if qi == 0.0 else 0.0
+            wz = wz if fi > 0.0 else 0.0
+            Qa += qi * wa
+            Ua += d * wa
+            na += wa
+            Qb += qi * wb
+            Db -= d * wb
+            nb += wb
+            m0 += fi * wz
+            n0 += wz
+        return Qa, Ua, na, Qb, Db, nb, m0, n0
+
+    @njit(cache=True, fastmath=_FM)
+    def _pass_a(f, q, a):  # pragma: no cover - compiled
+        """Increase side at level a: (Q, U, n) over S = {f < a q}, U = sum (a q - f)_+."""
+        Q = 0.0
+        U = 0.0
+        n = 0.0
+        for i in range(f.shape[0]):
+            qi = np.float64(q[i])
+            d = a * qi - np.float64(f[i])
+            w = 1.0 if d > 0.0 else 0.0
+            Q += qi * w
+            U += d * w
+            n += w
+        return Q, U, n
+
+    @njit(cache=True, fastmath=_FM)
+    def _pass_b(f, q, b):  # pragma: no cover - compiled
+        """Decrease side at level b: (Q, D, n) over S = {f > b q}, D = sum (f - b q)_+ (q = 0 < f always in S)."""
+        Q = 0.0
+        D = 0.0
+        n = 0.0
+        for i in range(f.shape[0]):
+            qi = np.float64(q[i])
+            d = np.float64(f[i]) - b * qi
+            w = 1.0 if d > 0.0 else 0.0
+            Q += qi * w
+            D += d * w
+            n += w
+        return Q, D, n
+
+    @njit(cache=True, fastmath=_FM)
+    def _pass_ab(f, q, a, b):  # pragma: no cover - compiled
+        """Both sides in one sweep (feasible case): (Q_a, U_a, n_a, Q_b, D_b, n_b) at levels a and b."""
+        Qa = 0.0
+        Ua = 0.0
+        na = 0.0
+        Qb = 0.0
+        Db = 0.0
+        nb = 0.0
+        for i in range(f.shape[0]):
+            fi = np.float64(f[i])
+            qi = np.float64(q[i])
+            u = a * qi - fi
+            d = fi - b * qi
+            wa = 1.0 if u > 0.0 else 0.0
+            wb = 1.0 if d > 0.0 else 0.0
+            Qa += qi * wa
+            Ua += u * wa
+            na += wa
+            Qb += qi * wb
+            Db += d * wb
+            nb += wb
+        return Qa, Ua, na, Qb, Db, nb
+
+    @njit(cache=True, fastmath=_FM)
+    def _pass_cap(f, q, L):  # pragma: no cover - compiled
+        """KL-infeasible limit: (n, D) over S = {q = 0, f > L}, D = sum_S (f - L)."""
+        D = 0.0
+        n = 0.0
+        for i in range(f.shape[0]):
+            d = np.float64(f[i]) - L
+            w = 1.0 if (d > 0.0 and q[i] == 0.0) else 0.0
+            D += d * w
+            n += w
+        return n, D
+
+    @njit(cache=True, fastmath=_FM)
+    def _write(f, q, a, b, su, sd, sz, limit, out):  # pragma: no cover - compiled
+        """p = f + su (a q - f)_+ - sd (f - b q)_+, zero-q entries scaled by sz (sz = 1 sets them to exactly 0);
+        in the limit case the decrease is sd (f - L)_+ on {q = 0} only."""
+        if limit:
+            for i in range(f.shape[0]):
+                fi = np.float64(f[i])
+                qi = np.float64(q[i])
+                u = a * qi - fi
+                d = fi - b
+                wu = su if u > 0.0 else 0.0
+                wd = sd if d > 0.0 else 0.0
+                wd = wd if qi == 0.0 else 0.0
+                out[i] = fi + wu * u - wd * d
+        else:
+            for i in range(f.shape[0]):
+                fi = np.float64(f[i])
+                qi = np.float64(q[i])
+                u = a * qi - fi
+                d = fi - b * qi
+                wu = su if u > 0.0 else 0.0
+                wd = sz if qi == 0.0 else sd
+                wd = wd if d > 0.0 else 0.0
+                out[i] = fi + wu * u - wd * d
 
     @njit(cache=True, fastmath=False)
     def _row_nb(f, q, eps, margin, out):  # pragma: no cover - compiled
-        """Solve one row in place into ``out``; return the number of O(C) passes used (0: trivial)."""
+        """Solve one row into ``out``; return the number of O(C) passes used."""
         C = f.shape[0]
         h = 0.5 * eps
-        # pass 1: both Newton sets at a = b = 1, the zero-q mass m0 and ||q - f||_1
-        Fa = 0.0
-        Qa = 0.0
-        Ua = 0.0
-        na = 0
-        Fb = 0.0
-        Qb = 0.0
-        Db = 0.0
-        nb = 0
-        m0 = 0.0
-        n0 = 0
-        for i in range(C):
-            fi = np.float64(f[i])
-            qi = np.float64(q[i])
-            if fi < qi:
-                Fa += fi
-                Qa += qi
-                Ua += qi - fi
-                na += 1
-            elif fi > qi:
-                Fb += fi
-                Qb += qi
-                Db += fi - qi
-                nb += 1
-                if qi == 0.0:
-                    m0 += fi
-                    n0 += 1
+        Qa, Ua, na, Qb, Db, nb, m0, n0 = _pass_first(f, q)
         passes = 1
-        if Ua + Db + (C + 2) * 2.0**-52 <= eps:
-            for i in range(C):
-                out[i] = q[i]
-            return passes
-        if h <= margin:
-            for i in range(C):
-                out[i] = f[i]
+        if Ua + Db + (C + 2) * 2.0**-52 <= eps:  # q itself is feasible
+            out[:] = q
             return passes + 1
-        limit = m0 > h  # infeasible in the KL sense: delta -> 0 limit rule
+        if h <= margin:
+            out[:] = f
+            return passes + 1
+        limit = m0 > h
         a = 1.0
         b = 1.0
-        if limit:
-            b = 0.0  # the cap level L on the zero-q entries, Newton from 0 upward
-            Fb = m0
-            Qb = np.float64(n0)
+        if limit:  # cap level L on the zero-q entries, Newton from 0 upward
+            b = 0.0
+            Qb = n0
             Db = m0
             nb = n0
         done_a = False
         done_b = False
         while passes < 200:
-            a_new = a
-            b_new = b
-            if not done_a:
-                if Ua <= h or Qa <= 0.0:
-                    done_a = True
-                else:
-                    a_new = min((h + Fa) / Qa, a)
-            if not done_b:
-                if Db <= h or Qb <= 0.0:
-                    done_b = True
-                else:
-                    b_new = max((Fb - h) / Qb, b)
+            if not done_a and (Ua <= h or Qa <= 0.0):
+                done_a = True
+            if not done_b and (Db <= h or Qb <= 0.0):
+                done_b = True
             if done_a and done_b:
                 break
-            Fa2 = 0.0
-            Qa2 = 0.0
-            Ua2 = 0.0
-            na2 = 0
-            Fb2 = 0.0
-            Qb2 = 0.0
-            Db2 = 0.0
-            nb2 = 0
-            for i in range(C):
-                fi = np.float64(f[i])
-                qi = np.float64(q[i])
+            a_new = a
+            b_new = b
+            if not done_a:  # Newton from above on the convex increasing I(a) = U
+                a_new = min(a - (Ua - h) / Qa, a)
+            if not done_b:  # Newton from below on the convex decreasing D(b)
+                b_new = max(b + (Db - h) / Qb, b)
+            if not done_a and not done_b and not limit:  # one sweep for both sides
+                Qa2, Ua2, na2, Qb2, Db2, nb2 = _pass_ab(f, q, a_new, b_new)
+            else:
+                Qa2, Ua2, na2 = Qa, Ua, na
+                Qb2, Db2, nb2 = Qb, Db, nb
                 if not done_a:
-                    t = a_new * qi
-                    if fi < t:
-                        Fa2 += fi
-                        Qa2 += qi
-                        Ua2 += t - fi
-                        na2 += 1
+                    Qa2, Ua2, na2 = _pass_a(f, q, a_new)
                 if not done_b:
                     if limit:
-                        if qi == 0.0 and fi > b_new:
-                            Fb2 += fi
-                            Qb2 += 1.0
-                            Db2 += fi - b_new
-                            nb2 += 1
+                        Qb2, Db2 = _pass_cap(f, q, b_new)
+                        nb2 = Qb2
                     else:
-                        t = b_new * qi
-                        if fi > t:
-                            Fb2 += fi
-                            Qb2 += qi
-                            Db2 += fi - t
-                            nb2 += 1
-            passes += 1
+                        Qb2, Db2, nb2 = _pass_b(f, q, b_new)
             if not done_a:
-                if na2 == na:
-                    done_a = True
-                a = a_new
-                Fa = Fa2
-                Qa = Qa2
-                Ua = Ua2
-                na = na2
+                done_a = na2 == na
+                a, Qa, Ua, na = a_new, Qa2, Ua2, na2
             if not done_b:
-                if nb2 == nb:
-                    done_b = True
-                b = b_new
-                Fb = Fb2
-                Qb = Qb2
-                Db = Db2
-                nb = nb2
-        # assemble p = f + up - down with sum(up) = sum(down) = t
+                done_b = nb2 == nb
+                b, Qb, Db, nb = b_new, Qb2, Db2, nb2
+            passes += 1
         t = min(Ua, Db, h - margin)
         if t <= 0.0:
-            for i in range(C):
-                out[i] = f[i]
+            out[:] = f
             return passes + 1
-        su = t / Ua
-        sd = t / Db
-        for i in range(C):
-            fi = np.float64(f[i])
-            qi = np.float64(q[i])
-            up = a * qi
-            if fi < up:
-                out[i] = fi + su * (up - fi)
-            elif limit:
-                if qi == 0.0 and fi > b:
-                    out[i] = fi - sd * (fi - b)
-                else:
-                    out[i] = f[i]
-            else:
-                dn = b * qi
-                if fi > dn:
-                    out[i] = fi - sd * (fi - dn)
-                else:
-                    out[i] = f[i]
+        if limit:
+            _write(f, q, a, b, t / Ua, t / Db, 1.0, limit, out)
+        else:  # zero-q entries go exactly to 0 (sz = 1) whenever the budget allows it
+            sz = min(1.0, t / m0) if m0 > 0.0 else 0.0
+            rest = Db - m0
+            sd = (t - sz * m0) / rest if rest > 0.0 else 0.0
+            _write(f, q, a, b, t / Ua, sd, sz, limit, out)
         return passes + 1
 
     @njit(parallel=True, cache=True, fastmath=False)
@@ -289,6 +350,24 @@ if _HAVE_NUMBA:
             qr = q[0] if shared else q[r]
             passes[r] = _row_nb(f[r], qr, eps[r], margin, out[r])
 
+    @njit(parallel=True, cache=True, fastmath=_FM)
+    def _check_nb(x):  # pragma: no cover - compiled
+        """Per row: (count of NaN/Inf or negative entries, float64 row sum) in one pass."""
+        B = x.shape[0]
+        bad = np.zeros(B)
+        sums = np.zeros(B)
+        for r in prange(B):
+            s = 0.0
+            nbad = 0.0
+            for i in range(x.shape[1]):
+                v = np.float64(x[r, i])
+                ok = v >= 0.0 and v <= 1.7976931348623157e308
+                nbad += 0.0 if ok else 1.0
+                s += v
+            bad[r] = nbad
+            sums[r] = s
+        return bad, sums
+
 
 def _waterfill_numba(f2, q2, e):
     """CPU fast path; returns (p2, passes) with p2 of f2's dtype."""
@@ -296,8 +375,9 @@ def _waterfill_numba(f2, q2, e):
     qn = np.ascontiguousarray(q2.detach().numpy())
     en = np.ascontiguousarray(e.numpy())
     out = np.empty_like(fn)
-    passes = np.zeros(fn.shape[0], dtype=np.int64)
-    _waterfill_nb(fn, qn, en, _margin(fn.shape[1], f2.dtype), out, passes)
+    B, C = fn.shape
+    passes = np.zeros(B, dtype=np.int64)
+    _waterfill_nb(fn, qn, en, _margin(C, f2.dtype), out, passes)
     return torch.from_numpy(out), torch.from_numpy(passes)
 
 
@@ -310,19 +390,24 @@ def _assemble_torch(f2, f64, q64, e, a, b, limit, trivial):
     """Build p = f + up - down in float64 from levels ``a`` (raise) and ``b`` (lower, or the cap L where ``limit``)."""
     C = f2.shape[-1]
     h = 0.5 * e
-    zero_q = q64 == 0
+    zero = torch.zeros((), dtype=f64.dtype, device=f64.device)
+    zero_q = (q64 == 0).expand_as(f64)
     up = (a[:, None] * q64 - f64).clamp_min(0.0)
     thr = torch.where(limit[:, None], torch.where(zero_q, b[:, None], torch.inf), b[:, None] * q64)
     # entries with q_i = 0 < f_i always sit on the decrease side in the feasible case: b * 0 = 0 < f_i
-    down = torch.where(f64 > thr, f64 - thr, torch.zeros((), dtype=f64.dtype, device=f64.device))
-    down = torch.where(up > 0, torch.zeros((), dtype=f64.dtype, device=f64.device), down)
+    down = torch.where((f64 > thr) & (up <= 0), f64 - thr, zero)
+    zq_feas = zero_q & ~limit[:, None]
+    Z = torch.where(zq_feas, down, zero).sum(-1)  # mass of f on {q = 0} (feasible case), to be set to exactly 0
     U = up.sum(-1)
     D = down.sum(-1)
     t = torch.minimum(torch.minimum(U, D), h - _margin(C, f2.dtype)).clamp_min(0.0)
-    su = torch.where(U > 0, t / U.clamp_min(1e-300), torch.zeros_like(t))
-    sd = torch.where(D > 0, t / D.clamp_min(1e-300), torch.zeros_like(t))
-    # p = f + su * up - sd * down; untouched entries stay bit-identical to f
-    p = torch.where(up > 0, f64 + su[:, None] * up, f64 - sd[:, None] * down).clamp_min(0.0)
+    su = torch.where(U > 0, t / U.clamp_min(1e-300), zero)
+    sz = torch.where(Z > 0, torch.clamp(t / Z.clamp_min(1e-300), max=1.0), zero)
+    rest = D - Z
+    sd = torch.where(rest > 0, (t - sz * Z) / rest.clamp_min(1e-300), zero)
+    wd = torch.where(zq_feas, sz[:, None], sd[:, None])
+    # p = f + su * up - wd * down; untouched entries stay bit-identical to f
+    p = torch.where(up > 0, f64 + su[:, None] * up, f64 - wd * down).clamp_min(0.0)
     p = torch.where(trivial[:, None], q64.expand_as(f64), p)
     return p.to(f2.dtype)
 
@@ -347,27 +432,30 @@ def _waterfill_torch(f2, q2, e):
     B, C = f64.shape
     h = 0.5 * e
     trivial, limit, zero_q, fz = _pass1_torch(f64, q64, e)
-    one_zero = torch.where(zero_q & (f64 > 0), 1.0, 0.0).to(torch.float64)
-    zero = torch.zeros((), dtype=torch.float64, device=f64.device)
+    if bool(limit.any()):  # limit rows: weight 1 on the zero-q entries, the others never lowered
+        w = torch.where(limit[:, None], torch.where(zero_q, 1.0, 0.0).to(torch.float64), q64)
+        never = limit[:, None] & ~zero_q
+    else:
+        w, never = q64, None
 
-    def sums_a(a):
-        m = f64 < a[:, None] * q64
-        F = torch.where(m, f64, zero).sum(-1)
-        Q = torch.where(m, q64, zero).sum(-1)
-        return F, Q, a * Q - F, m.sum(-1)
+    def sums_a(a):  # (Q, U, n) over S = {f < a q}, with few full-size temporaries
+        u = q64 * a[:, None]
+        u.sub_(f64)
+        m = u > 0
+        return (q64 * m).sum(-1), u.clamp_min_(0.0).sum(-1), m.sum(-1)
 
-    def sums_b(b):
-        w = torch.where(limit[:, None], one_zero, q64)
-        m = f64 > b[:, None] * w
-        m = m & ~(limit[:, None] & ~zero_q)
-        F = torch.where(m, f64, zero).sum(-1)
-        Q = torch.where(m, w, zero).sum(-1)
-        return F, Q, F - b * Q, m.sum(-1)
+    def sums_b(b):  # (Q, D, n) over S = {f > b w}
+        d = w * b[:, None]
+        torch.sub(f64, d, out=d)
+        if never is not None:
+            d.masked_fill_(never, -1.0)
+        m = d > 0
+        return (w * m).sum(-1), d.clamp_min_(0.0).sum(-1), m.sum(-1)
 
     a = torch.ones(B, dtype=torch.float64, device=f64.device)
     b = torch.where(limit, 0.0, 1.0).to(torch.float64)
-    Fa, Qa, Ua, na = sums_a(a)
-    Fb, Qb, Db, nb = sums_b(b)
+    Qa, Ua, na = sums_a(a)
+    Qb, Db, nb = sums_b(b)
     active_a = ~trivial & (h > 0)
     active_b = active_a.clone()
     passes = torch.ones(B, dtype=torch.int64, device=f64.device)
@@ -376,14 +464,14 @@ def _waterfill_torch(f2, q2, e):
         active_b &= (Db > h) & (Qb > 0)
         if not bool((active_a | active_b).any()):
             break
-        a_new = torch.where(active_a, torch.minimum((h + Fa) / Qa.clamp_min(1e-300), a), a)
-        b_new = torch.where(active_b, torch.maximum((Fb - h) / Qb.clamp_min(1e-300), b), b)
-        Fa2, Qa2, Ua2, na2 = sums_a(a_new)
-        Fb2, Qb2, Db2, nb2 = sums_b(b_new)
+        a_new = torch.where(active_a, torch.minimum(a - (Ua - h) / Qa.clamp_min(1e-300), a), a)
+        b_new = torch.where(active_b, torch.maximum(b + (Db - h) / Qb.clamp_min(1e-300), b), b)
+        Qa2, Ua2, na2 = sums_a(a_new)
+        Qb2, Db2, nb2 = sums_b(b_new)
         passes += (active_a | active_b).long()
         sa, sb = active_a, active_b
-        a, Fa, Qa, Ua = (torch.where(sa, x2, x) for x2, x in ((a_new, a), (Fa2, Fa), (Qa2, Qa), (Ua2, Ua)))
-        b, Fb, Qb, Db = (torch.where(sb, x2, x) for x2, x in ((b_new, b), (Fb2, Fb), (Qb2, Qb), (Db2, Db)))
+        a, Qa, Ua = (torch.where(sa, x2, x) for x2, x in ((a_new, a), (Qa2, Qa), (Ua2, Ua)))
+        b, Qb, Db = (torch.where(sb, x2, x) for x2, x in ((b_new, b), (Qb2, Qb), (Db2, Db)))
         active_a = sa & (na2 != na)
         active_b = sb & (nb2 != nb)
         na = torch.where(sa, na2, na)
@@ -396,10 +484,8 @@ def _waterfill_torch(f2, q2, e):
 # public API
 # ----------------------------------------------------------------------------------------------------------------
 
-_LAST_PASSES: torch.Tensor | None = None
-
-
-def _dispatch(f, q, eps, validate, method, want_passes):
+def _dispatch(f, q, eps, validate, method):
+    """Validate, pick the backend, return (p, passes) in f's batch shape."""
     f2, q2, e, shape = _prepare(f, q, eps, validate)
     if method not in ("auto", "numba", "torch"):
         raise ValueError(f"method must be 'auto', 'numba' or 'torch', got {method!r}")
@@ -424,15 +510,12 @@ def waterfill(f: torch.Tensor, q: torch.Tensor, eps, *, validate: bool = True, m
     'numba' or 'torch').  Zero entries of q follow the delta -> 0 limit rule of the module docstring.
     ``validate=False`` skips the input checks in hot loops.  Returns p with f's shape, dtype and device.
     """
-    global _LAST_PASSES
-    p, passes = _dispatch(f, q, eps, validate, method, True)
-    _LAST_PASSES = passes
-    return p
+    return _dispatch(f, q, eps, validate, method)[0]
 
 
 def waterfill_passes(f: torch.Tensor, q: torch.Tensor, eps, *, method: str = "auto") -> torch.Tensor:
     """Number of O(C) passes over each row used by :func:`waterfill` (Newton passes plus the final write pass)."""
-    return _dispatch(f, q, eps, True, method, True)[1]
+    return _dispatch(f, q, eps, True, method)[1]
 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -565,7 +648,12 @@ def _row_loop(f: np.ndarray, q: np.ndarray, eps: float, out_dtype) -> np.ndarray
     t = min(U, D, h - _margin(C, torch.float32 if out_dtype == np.float32 else torch.float64))
     if t <= 0:
         return f.astype(out_dtype)
-    p = np.where(up > 0, f + (t / U) * up, np.where(down > 0, f - (t / D) * down, f))
+    # feasible case: the zero-q entries go exactly to 0 (scale 1), the other lowered entries share the rest
+    Z = 0.0 if m0 > h else down[~pos].sum()
+    sz = min(1.0, t / Z) if Z > 0 else 0.0
+    sd = (t - sz * Z) / (D - Z) if D - Z > 0 else 0.0
+    wd = np.where(~pos & (m0 <= h), sz, sd)
+    p = np.where(up > 0, f + (t / U) * up, f - wd * down)
     return np.maximum(p, 0.0).astype(out_dtype)
 
 

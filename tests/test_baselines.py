@@ -13,6 +13,7 @@ from ssdlib.models import build_model
 
 K = 5
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One torch thread: on a shared 2-core machine, 2 threads per process oversubscribe and run slower."""
@@ -108,7 +109,7 @@ def test_hsic_matches_numpy_formula():
 
 def test_bido_loss_by_hand(batch):
     torch.manual_seed(0)
-    bido = BiDO(lambda_x=0.3, lambda_y=2.0, sigma=5.0)
+    bido = BiDO(lambda_x=0.3, lambda_y=2.0, sigma=5.0, estimator="hsic")
     net = bido.wrap(build_model("ir152", K, "smoke")).eval()  # eval: no dropout, so two passes agree
     loss, logs, logits = bido.loss(net, *batch, 0, 1)
     hiddens, _ = net.forward_hidden(batch[0])
@@ -127,6 +128,13 @@ def test_bido_loss_by_hand(batch):
     expected = F.cross_entropy(logits, batch[1]).item() + 0.3 * total_x - 2.0 * total_y
     assert loss.item() == pytest.approx(expected, rel=1e-4)
     _grads_flow(net, loss)
+    # the default (normalised) estimator: same kernels through normalized_hsic
+    nb = BiDO(lambda_x=0.3, lambda_y=2.0, sigma=5.0)
+    _, nlogs, _ = nb.loss(net, *batch, 0, 1)
+    kz = [gaussian_kernel(z.detach(), 5.0) for z in hiddens]
+    kx, ky = gaussian_kernel(batch[0], 5.0), F.one_hot(batch[1], K).float() @ F.one_hot(batch[1], K).float().t()
+    assert nlogs["hsic_xz"] == pytest.approx(sum(normalized_hsic(kx, k).item() for k in kz), rel=1e-4)
+    assert nlogs["hsic_yz"] == pytest.approx(sum(normalized_hsic(ky, k).item() for k in kz), rel=1e-4)
 
 
 def test_smoothed_targets_and_schedule():

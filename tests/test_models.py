@@ -7,6 +7,7 @@ import torch
 from ssdlib.models import (ARCHITECTURES, FAMILIES, IRNet, VGG16BN, build_model, count_parameters, ir152,
                            vgg16_bn)
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One torch thread: on a shared 2-core machine, 2 threads per process oversubscribe and run slower."""

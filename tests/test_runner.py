@@ -18,9 +18,11 @@ def test_every_toc_notebook_has_a_source_and_profiles_for_each_scale():
 
 
 def test_parameter_precedence():
-    profiles = {"common": {"cpu": {"a": 1, "b": 1}}, "nb": {"cpu": {"b": 2, "c": 2}}}
+    profiles = {"common": {"cpu": {"a": 1, "b": 1}},
+                "nb": {"parameters": {"b": 5, "d": 4}, "cpu": {"b": 2, "c": 2}}}
     params = runner.parameters_for("nb", "cpu", profiles, {"c": 3})
-    assert params == {"scale": "cpu", "a": 1, "b": 2, "c": 3}
+    assert params == {"scale": "cpu", "a": 1, "b": 2, "c": 3, "d": 4}
+    assert runner.parameters_for("nb", "smoke", profiles)["b"] == 5
     with pytest.raises(ValueError, match="unknown scale"):
         runner.parameters_for("nb", "huge", profiles)
 
@@ -35,3 +37,12 @@ def test_digest_changes_with_parameters():
     profiles = runner.load_profiles()
     source = runner.source_of("solver", profiles)
     assert runner.run_digest(source, {"a": 1}) != runner.run_digest(source, {"a": 2})
+
+
+def test_strip_widgets_keeps_other_outputs():
+    nb = {"metadata": {"widgets": {"state": {}}}, "cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "display_data", "data": {runner.WIDGET_MIME: {}, "text/plain": "0%"}},
+        {"output_type": "stream", "name": "stdout", "text": "kept"}]}]}
+    out = runner.strip_widgets(nb)
+    assert "widgets" not in out["metadata"]
+    assert out["cells"][0]["outputs"] == [{"output_type": "stream", "name": "stdout", "text": "kept"}]

@@ -1,0 +1,333 @@
+"""Solver tests: exactness against the cvxpy oracle, agreement of the four implementations, properties, errors."""
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ssdlib.solver import (
+    kl_divergence,
+    waterfill,
+    waterfill_cvxpy,
+    waterfill_loop,
+    waterfill_passes,
+    waterfill_sort,
+)
+
+needs_cvxpy = pytest.mark.skipif(importlib.util.find_spec("cvxpy") is None, reason="needs cvxpy (test extra)")
+
+
+def _row(rng: np.random.Generator, C: int, kind: str) -> np.ndarray:
+    """A probability row of a given flavour: flat, peaked, with zeros, or with tied values."""
+    if kind == "flat":
+        x = rng.dirichlet(np.ones(C))
+    elif kind == "peaked":
+        z = rng.normal(size=C) * 4.0
+        z[rng.integers(C)] += 8.0
+        x = np.exp(z - z.max())
+    elif kind == "zeros":
+        x = rng.dirichlet(np.ones(C) * 0.5)
+        x[rng.choice(C, size=max(1, C // 3), replace=False)] = 0.0
+        if x.sum() == 0:
+            x[0] = 1.0
+    elif kind == "ties":
+        x = rng.integers(1, 4, size=C).astype(float)
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+    return x / x.sum()
+
+
+def _l1(p, f) -> float:
+    return math.fsum(np.abs(np.asarray(p, np.float64) - np.asarray(f, np.float64)).ravel())
+
+
+def _kl(p, q) -> float:
+    return float(kl_divergence(torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(q, dtype=torch.float64)))
+
+
+def _check_against_oracle(f: np.ndarray, q: np.ndarray, eps: float, atol: float = 1e-5) -> np.ndarray:
+    p = waterfill(torch.from_numpy(f), torch.from_numpy(q), eps).numpy()
+    po = waterfill_cvxpy(f, q, eps)
+    np.testing.assert_allclose(p, po, atol=atol, err_msg=f"eps={eps}")
+    assert _l1(p, f) <= eps + 1e-12
+    assert _kl(p, q) <= _kl(po, q) + 1e-6  # ours is at least as good as the (slightly inexact) oracle
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# exactness against the cvxpy oracle
+# ---------------------------------------------------------------------------------------------------------------
+
+ORACLE_CASES = [
+    (C, kf, kq, frac)
+    for C in (3, 7, 30)
+    for kf, kq in (("flat", "flat"), ("peaked", "flat"), ("peaked", "peaked"), ("ties", "ties"), ("zeros", "flat"))
+    for frac in (0.3, 0.9)
+]
+
+
+@needs_cvxpy
+@pytest.mark.parametrize("C,kf,kq,frac", ORACLE_CASES)
+def test_matches_cvxpy(C, kf, kq, frac):
+    rng = np.random.default_rng(hash((C, kf, kq, frac)) % 2**32)
+    f, q = _row(rng, C, kf), _row(rng, C, kq)
+    eps = frac * np.abs(q - f).sum()
+    p = _check_against_oracle(f, q, eps)
+    assert _l1(p, f) == pytest.approx(eps, abs=1e-9)  # the budget is used fully when q is infeasible
+
+
+@needs_cvxpy
+def test_eps_regimes_against_cvxpy():
+    rng = np.random.default_rng(1)
+    f, q = _row(rng, 12, "peaked"), _row(rng, 12, "flat")
+    d = np.abs(q - f).sum()
+    for eps in (1e-6, 1e-3, d * (1 - 1e-6), d * 0.999):
+        _check_against_oracle(f, q, eps)
+    p = waterfill(torch.from_numpy(f), torch.from_numpy(q), d).numpy()
+    np.testing.assert_allclose(p, q, atol=1e-13)  # eps = ||q - f||_1 up to rounding: p = q to rounding
+    for eps in (d * (1 + 1e-6), 1.99, 2.0, 5.0):
+        p = waterfill(torch.from_numpy(f), torch.from_numpy(q), eps).numpy()
+        np.testing.assert_array_equal(p, q)  # q feasible: p = q exactly
+    np.testing.assert_array_equal(waterfill(torch.from_numpy(f), torch.from_numpy(q), 0.0).numpy(), f)
+
+
+@needs_cvxpy
+def test_zero_q_feasible_against_cvxpy():
+    """f has mass on {q = 0} below eps/2: those entries go to 0, the rest of the budget lowers by a level."""
+    rng = np.random.default_rng(2)
+    f = _row(rng, 10, "flat")
+    q = _row(rng, 10, "zeros")
+    m0 = f[q == 0].sum()
+    eps = 2 * m0 + 0.5 * (np.abs(q - f).sum() - 2 * m0)
+    p = _check_against_oracle(f, q, eps)
+    assert np.all(p[q == 0] == 0)
+
+
+@needs_cvxpy
+def test_zero_q_infeasible_limit_rule():
+    """Mass of f on {q = 0} above eps/2: compare with the oracle on a smoothed q (the delta -> 0 limit)."""
+    rng = np.random.default_rng(3)
+    C = 8
+    f = _row(rng, C, "flat")
+    q = _row(rng, C, "flat")
+    zero = np.array([0, 3, 5])
+    q[zero] = 0.0
+    q /= q.sum()
+    m0 = f[zero].sum()
+    eps = m0  # eps/2 < m0: no feasible p has finite KL
+    p = waterfill(torch.from_numpy(f), torch.from_numpy(q), eps).numpy()
+    delta = 1e-9
+    qd = (1 - delta) * q + delta / C
+    po = waterfill_cvxpy(f, qd, eps)
+    np.testing.assert_allclose(p, po, atol=1e-4)
+    pos = q > 0
+    assert np.all(p[pos] >= f[pos] - 1e-15)  # entries with q > 0 are never lowered
+    cap = p[zero][f[zero] > p[zero] + 1e-12]
+    assert cap.size and np.ptp(cap) < 1e-12  # lowered zero-q entries share one cap level
+    assert _l1(p, f) == pytest.approx(eps, abs=1e-9)
+    # the same rule from the torch path and the references
+    for other in (waterfill(torch.from_numpy(f), torch.from_numpy(q), eps, method="torch"),
+                  waterfill_sort(torch.from_numpy(f), torch.from_numpy(q), eps),
+                  waterfill_loop(torch.from_numpy(f), torch.from_numpy(q), eps)):
+        np.testing.assert_allclose(other.numpy(), p, atol=1e-12)
+
+
+@needs_cvxpy
+def test_zero_q_infeasible_all_zero_budget_side():
+    """Limit rule where every zero-q entry of f is capped at the common level (oracle with smoothing)."""
+    f = np.array([0.4, 0.3, 0.2, 0.1])
+    q = np.array([0.0, 0.0, 0.5, 0.5])
+    eps = 0.4  # m0 = 0.7 > 0.2
+    p = waterfill(torch.from_numpy(f), torch.from_numpy(q), eps).numpy()
+    # cap L with (0.4 - L)_+ + (0.3 - L)_+ = 0.2 -> L = 0.25; increase side: a q - f on {0.2, 0.1}
+    np.testing.assert_allclose(p[:2], [0.25, 0.25], atol=1e-12)
+    np.testing.assert_allclose(p.sum(), 1.0, atol=1e-12)
+    qd = 0.999999999 * q + 1e-9 / 4
+    np.testing.assert_allclose(p, waterfill_cvxpy(f, qd, eps), atol=1e-4)
+
+
+@needs_cvxpy
+def test_cvxpy_raises_when_not_optimal():
+    f = np.array([0.5, 0.5])
+    q = np.array([1.0, 0.0])
+    with pytest.raises(RuntimeError, match="status"):
+        waterfill_cvxpy(f, q, 0.2)  # p_2 = 0 forces ||p - f||_1 >= 1 > 0.2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the four implementations agree at large C
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("C", [1000, 10000])
+def test_implementations_agree_large_C(C):
+    g = torch.Generator().manual_seed(C)
+    z = torch.randn(4, C, generator=g, dtype=torch.float64) * 4
+    f = torch.softmax(z, -1)
+    q = torch.softmax(torch.randn(4, C, generator=g, dtype=torch.float64) * 2, -1)
+    q[1, :: 7] = 0.0  # zero-q entries (feasible and, row 2, the limit rule)
+    q[2, : C // 2] = 0.0
+    q = q / q.sum(-1, keepdim=True)
+    eps = torch.tensor([0.05, 0.7, 0.3, 1.2], dtype=torch.float64)
+    p = waterfill(f, q, eps)
+    for other in (waterfill(f, q, eps, method="torch"), waterfill_sort(f, q, eps), waterfill_loop(f, q, eps)):
+        torch.testing.assert_close(other, p, atol=1e-9, rtol=0)
+    l1 = (p - f).abs().sum(-1)
+    assert torch.all(l1 <= eps + 1e-12)
+    assert torch.all(kl_divergence(p, q)[[0, 1, 3]] <= kl_divergence(f + 0.0, q)[[0, 1, 3]])
+
+
+def test_passes_are_few():
+    g = torch.Generator().manual_seed(0)
+    f = torch.softmax(torch.randn(8, 5000, generator=g, dtype=torch.float64) * 4, -1)
+    q = torch.softmax(torch.randn(8, 5000, generator=g, dtype=torch.float64) * 4, -1)
+    n = waterfill_passes(f, q, 0.5)
+    assert n.shape == (8,)
+    assert int(n.min()) >= 3 and int(n.max()) <= 30
+    torch.testing.assert_close(waterfill_passes(f, q, 0.5, method="torch"), n, atol=2, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# hypothesis properties
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@st.composite
+def problems(draw):
+    C = draw(st.integers(1, 40))
+    batch = draw(st.sampled_from([(), (1,), (3,), (2, 3)]))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    zero_frac = draw(st.sampled_from([0.0, 0.0, 0.3, 0.7]))
+    conc = draw(st.sampled_from([0.3, 1.0, 6.0]))
+    eps = draw(st.one_of(st.just(0.0), st.floats(1e-7, 2.5), st.floats(0.0, 0.05)))
+    g = torch.Generator().manual_seed(seed)
+
+    def rows():
+        x = torch.softmax(torch.randn(*batch, C, generator=g, dtype=torch.float64) * conc, -1)
+        if zero_frac:
+            x = torch.where(torch.rand(x.shape, generator=g, dtype=torch.float64) < zero_frac, 0.0, x)
+            x[..., 0] += (x.sum(-1) == 0).double()
+            x = x / x.sum(-1, keepdim=True)
+        return x.to(dtype)
+
+    return rows(), rows(), eps
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_properties(prob):
+    f, q, eps = prob
+    p = waterfill(f, q, eps)
+    assert p.shape == f.shape and p.dtype == f.dtype and p.device == f.device
+    assert torch.isfinite(p).all() and (p >= 0).all()
+    f64, p64, q64 = f.double(), p.double(), q.double()
+    tol_sum = 1e-5 if f.dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(p64.sum(-1), f64.sum(-1), atol=tol_sum, rtol=0)
+    l1 = (p64 - f64).abs().sum(-1)  # exact for float32 inputs
+    assert torch.all(l1 <= eps + (0.0 if f.dtype == torch.float32 else 1e-13))
+    d = (q64 - f64).abs().sum(-1)
+    feasible = d <= eps - 1e-12
+    if feasible.any():
+        torch.testing.assert_close(p[feasible], q[feasible], atol=0, rtol=0)  # idempotence: p = q
+    # optimality against feasible points we can construct: f itself and f + t (q - f)
+    kp, kf = kl_divergence(p, q), kl_divergence(f, q)
+    slack = 1e-4 if f.dtype == torch.float32 else 1e-9
+    finite = torch.isfinite(kf)
+    assert torch.all(kp[finite] <= kf[finite] + slack)
+    t = torch.clamp(eps / d.clamp_min(1e-300), max=1.0)[..., None]
+    conv = f64 + t * (q64 - f64)
+    kc = kl_divergence(conv, q64)
+    ok = torch.isfinite(kc)
+    assert torch.all(kp[ok] <= kc[ok] + slack)
+    # the torch path and the sort reference agree with the numba path
+    atol = 1e-6 if f.dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(waterfill(f, q, eps, method="torch"), p, atol=atol, rtol=0)
+    torch.testing.assert_close(waterfill_sort(f, q, eps), p, atol=atol, rtol=0)
+
+
+def test_shared_q_row_and_tensor_eps():
+    g = torch.Generator().manual_seed(5)
+    f = torch.softmax(torch.randn(2, 3, 9, generator=g), -1)
+    q = torch.softmax(torch.randn(9, generator=g), -1)
+    eps = torch.tensor([0.1, 0.4, 0.8])  # broadcasts against f.shape[:-1] = (2, 3)
+    p = waterfill(f, q, eps)
+    ref = waterfill(f, q.expand_as(f).contiguous(), eps.expand(2, 3).contiguous())
+    torch.testing.assert_close(p, ref, atol=0, rtol=0)
+    for i in range(2):
+        for j in range(3):
+            torch.testing.assert_close(p[i, j], waterfill(f[i, j], q, float(eps[j])), atol=0, rtol=0)
+
+
+def test_validate_false_same_result():
+    g = torch.Generator().manual_seed(6)
+    f = torch.softmax(torch.randn(5, 11, generator=g), -1)
+    q = torch.softmax(torch.randn(5, 11, generator=g), -1)
+    torch.testing.assert_close(waterfill(f, q, 0.3, validate=False), waterfill(f, q, 0.3), atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------------------------
+
+F = torch.tensor([[0.2, 0.3, 0.5]])
+Q = torch.tensor([[0.3, 0.3, 0.4]])
+
+
+@pytest.mark.parametrize(
+    "f,q,eps,match",
+    [
+        (F, torch.tensor([[0.5, 0.5]]), 0.1, "shape mismatch"),
+        (F, Q, -0.1, "eps must be >= 0"),
+        (F, Q, float("nan"), "eps contains NaN"),
+        (F, Q, torch.tensor([0.1, 0.2]), "does not broadcast"),
+        (torch.tensor([[float("nan"), 0.5, 0.5]]), Q, 0.1, "f contains NaN"),
+        (F, torch.tensor([[float("inf"), 0.0, 0.0]]), 0.1, "q contains NaN or Inf"),
+        (torch.tensor([[-0.1, 0.6, 0.5]]), Q, 0.1, "f has negative"),
+        (torch.tensor([[0.2, 0.3, 0.6]]), Q, 0.1, "f rows must sum to 1"),
+        (F, torch.tensor([[0.3, 0.3, 0.3]]), 0.1, "q rows must sum to 1"),
+        (torch.tensor([[0, 0, 1]]), torch.tensor([[0, 1, 0]]), 0.1, "float32 or float64"),
+        (F, Q, "big", "eps must be a float"),
+        (F[0, :0], Q[0, :0], 0.1, "C >= 1"),
+    ],
+)
+def test_bad_input(f, q, eps, match):
+    for fn in (waterfill, waterfill_sort, waterfill_loop):
+        with pytest.raises(ValueError, match=match):
+            fn(f, q, eps)
+
+
+def test_bad_method():
+    with pytest.raises(ValueError, match="method"):
+        waterfill(F, Q, 0.1, method="magic")
+
+
+def test_float32_sum_tolerance_accepts_softmax_rows():
+    x = torch.softmax(torch.randn(3, 200_000, generator=torch.Generator().manual_seed(0)) * 5, -1)
+    p = waterfill(x, x.flip(-1), 0.5)
+    assert p.dtype == torch.float32 and torch.isfinite(p).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CUDA
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_numba(dtype):
+    g = torch.Generator().manual_seed(7)
+    f = torch.softmax(torch.randn(64, 1000, generator=g, dtype=torch.float64) * 4, -1).to(dtype)
+    q = torch.softmax(torch.randn(64, 1000, generator=g, dtype=torch.float64) * 4, -1).to(dtype)
+    eps = torch.rand(64, generator=g, dtype=torch.float64) * 2
+    p_cpu = waterfill(f, q, eps)
+    p_gpu = waterfill(f.cuda(), q.cuda(), eps.cuda())
+    assert p_gpu.device.type == "cuda" and p_gpu.dtype == dtype
+    torch.testing.assert_close(p_gpu.cpu(), p_cpu, atol=1e-6 if dtype == torch.float32 else 1e-10, rtol=0)
+    torch.testing.assert_close(waterfill_sort(f.cuda(), q.cuda(), eps.cuda()).cpu(), p_cpu,
+                               atol=1e-6 if dtype == torch.float32 else 1e-10, rtol=0)
