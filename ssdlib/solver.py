@@ -45,7 +45,6 @@ __all__ = [
     "waterfill_loop",
     "waterfill_cvxpy",
     "waterfill_passes",
-    "kl_divergence",
     "SUM_ATOL",
 ]
 
@@ -516,15 +515,6 @@ def waterfill(f: torch.Tensor, q: torch.Tensor, eps, *, validate: bool = True, m
 def waterfill_passes(f: torch.Tensor, q: torch.Tensor, eps, *, method: str = "auto") -> torch.Tensor:
     """Number of O(C) passes over each row used by :func:`waterfill` (Newton passes plus the final write pass)."""
     return _dispatch(f, q, eps, True, method)[1]
-
-
-def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """KL(p||q) per row in float64 with 0 log 0 = 0 (inf where p_i > 0 = q_i)."""
-    p64 = p.to(torch.float64)
-    q64 = q.to(torch.float64).expand_as(p64)
-    with torch.no_grad():
-        terms = torch.where(p64 > 0, p64 * (torch.log(p64) - torch.log(q64)), torch.zeros_like(p64))
-    return terms.sum(-1)
 
 
 # ---- sort-based reference (the paper's Algorithm 3, corrected) --------------------------------------------------

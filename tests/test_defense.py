@@ -134,3 +134,12 @@ def test_class_count_mismatch_raises():
         SSD(torch.eye(3))(torch.ones(2, 4) / 4)
     with pytest.raises(ValueError, match="square"):
         SSD(torch.ones(3, 4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    probs, labels = classifier_like(1000, 20)
+    cpu = SSD.from_predictions(probs, labels, T=0.5, eps=0.5, seed=1)(probs)
+    gpu = SSD.from_predictions(probs.cuda(), labels.cuda(), T=0.5, eps=0.5, seed=1)(probs.cuda())
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=0)

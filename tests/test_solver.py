@@ -10,8 +10,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ssdlib.information import kl_divergence
 from ssdlib.solver import (
-    kl_divergence,
     waterfill,
     waterfill_cvxpy,
     waterfill_loop,

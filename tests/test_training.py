@@ -11,13 +11,7 @@ from ssdlib.training import (TrainConfig, default_config, evaluate, fit, init_mo
 K = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads per process oversubscribe and run slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

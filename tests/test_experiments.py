@@ -1,0 +1,45 @@
+"""The experiment settings and SSD's utility invariants on a real (smoke-scale) target model's outputs."""
+import pytest
+import torch
+
+from ssdlib import SSD, entropy
+from ssdlib import experiments as E
+from ssdlib.metrics import utility_metrics
+from ssdlib.training import predict_proba
+from ssdlib.utils import data_root
+
+pytestmark = pytest.mark.skipif(not data_root().exists(), reason=f"no face data at {data_root()}")
+
+
+def test_settings_mirror_the_paper():
+    assert [s.paper_setting for s in E.SETTINGS.values()] == ["CelebA / IR-152", "FaceScrub / IR-152",
+                                                              "FaceScrub / VGG-16"]
+    with pytest.raises(ValueError, match="unknown setting"):
+        E.setting("mnist_mlp")
+    with pytest.raises(ValueError, match="unknown defense"):
+        E.train_target("celeba_ir152", "dropout", "smoke")
+    with pytest.raises(ValueError, match="unknown scale"):
+        E.private_data("celeba", "huge")
+
+
+@pytest.fixture(scope="module")
+def smoke_outputs():
+    """Validation and test outputs of the smoke-scale undefended CelebA target (trained or loaded from cache)."""
+    torch.set_num_threads(1)
+    data = E.private_data("celeba", "smoke")
+    model, _ = E.train_target("celeba_ir152", "none", "smoke", device="cpu", progress=False)
+    return data, predict_proba(model, data.valid), predict_proba(model, data.test)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit, eps", [("normalized", 0.5), ("nats", 0.35), ("nats", 0.8)])
+def test_ssd_bound_and_metrics_on_real_outputs(smoke_outputs, unit, eps):
+    data, valid, test = smoke_outputs
+    ssd = SSD.from_predictions(valid, data.valid.labels, T=0.1, eps=eps, entropy=unit)
+    defended = ssd(test)
+    l1 = (defended.double() - test.double()).abs().sum(-1)
+    bound = eps * entropy(test.double(), normalized=unit == "normalized")
+    assert torch.all(l1 <= bound + 1e-6), "max L1 exceeds eps * H on some row"
+    m = utility_metrics(test, defended, data.test.labels)
+    assert m["max_l1"] <= bound.max().item() + 1e-6 and 0 <= m["avg_l1"] <= m["max_l1"]
+    assert utility_metrics(test, test, data.test.labels)["avg_l1"] == 0.0
