@@ -192,6 +192,44 @@ def test_passes_are_few():
     torch.testing.assert_close(waterfill_passes(f, q, 0.5, method="torch"), n, atol=2, rtol=0)
 
 
+def _edge_rows(g, B, C, dtype, shared):
+    """Random rows with zeros in f and q (some rows KL-infeasible), optionally one shared q row."""
+    def zeroed(x, frac):
+        y = torch.where(torch.rand(x.shape, generator=g, dtype=torch.float64) < frac, 0.0, x)
+        y = torch.where(y.sum(-1, keepdim=True) > 0, y, x)
+        return (y / y.sum(-1, keepdim=True)).to(dtype)
+    f = zeroed(torch.softmax(torch.randn(B, C, generator=g, dtype=torch.float64) * 3, -1), 0.3)
+    q = zeroed(torch.softmax(torch.randn(1 if shared else B, C, generator=g, dtype=torch.float64) * 3, -1), 0.5)
+    return f, (q[0] if shared else q)
+
+
+@pytest.mark.parametrize("chunk,every,bmm_max_c", [(None, None, None), (64, 1, None), (None, None, 0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_path_matches_numba_on_edge_cases(monkeypatch, chunk, every, bmm_max_c, dtype):
+    """The batched torch loop (row chunks, sparse convergence checks) gives numba's and the sort's p."""
+    import ssdlib.solver as solver
+
+    if chunk is not None:  # tiny chunks and a check every pass exercise the large-problem branch
+        monkeypatch.setattr(solver, "_TORCH_CHUNK", chunk)
+        monkeypatch.setattr(solver, "_TORCH_CHECK_EVERY", every)
+    if bmm_max_c is not None:  # the per-side sweep used for large C
+        monkeypatch.setattr(solver, "_TORCH_BMM_MAX_C", bmm_max_c)
+    g = torch.Generator().manual_seed(11)
+    for trial in range(8):
+        C = int(torch.randint(1, 40, (1,), generator=g))
+        f, q = _edge_rows(g, 9, C, dtype, shared=trial % 3 == 0)
+        eps = torch.rand(9, generator=g, dtype=torch.float64) * 2.5
+        eps[0], eps[1], eps[2] = 0.0, 1e-12, 2.0
+        for e in (eps, 0.4, 3.0):
+            p_t, n_t = solver._dispatch(f, q, e, True, "torch")
+            p_n, n_n = solver._dispatch(f, q, e, True, "numba")
+            assert p_t.dtype == dtype
+            torch.testing.assert_close(p_t.double(), p_n.double(), atol=1e-12, rtol=0)
+            torch.testing.assert_close(p_t, waterfill_sort(f, q, e), atol=1e-12, rtol=0)
+            assert int(n_t.min()) >= 1 and int(n_t.max()) <= 30  # numba counts edge rows differently
+            assert e is not eps or torch.equal(p_t[0], f[0]) or torch.equal(p_t[0], q.expand_as(f)[0])  # eps = 0
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # hypothesis properties
 # ---------------------------------------------------------------------------------------------------------------
