@@ -7,11 +7,16 @@ from .information import cmi
 
 
 def utility_metrics(base_probs: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Test accuracy (%) of ``probs``, mean/max L1 distance to the undefended ``base_probs`` per input, and CMI."""
+    """Test accuracy (%) of ``probs``, mean/max L1 distance to the undefended ``base_probs`` per input, and CMI.
+
+    ``cmi`` conditions on the true labels (the paper's quantity); ``cmi_pred`` on the undefended model's
+    predictions, the labels SSD's sampling approximates, which tells the two apart for an inaccurate model.
+    """
     if base_probs.shape != probs.shape or probs.ndim != 2 or labels.shape != probs.shape[:1]:
         raise ValueError(f"expected base_probs and probs [N, C] and labels [N], got {tuple(base_probs.shape)}, "
                          f"{tuple(probs.shape)}, {tuple(labels.shape)}")
     l1 = (probs.double() - base_probs.double()).abs().sum(-1)
+    classes = probs.shape[-1]
     return {"test_acc": 100.0 * (probs.argmax(-1) == labels).double().mean().item(),
             "avg_l1": l1.mean().item(), "max_l1": l1.max().item(),
-            "cmi": cmi(probs, labels, probs.shape[-1])}
+            "cmi": cmi(probs, labels, classes), "cmi_pred": cmi(probs, base_probs.argmax(-1), classes)}

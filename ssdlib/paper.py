@@ -26,9 +26,9 @@ PAPER = {
 }
 
 # Settings (private data set / target model). The data sets (CelebA, FaceScrub), the models (VGG-16, IR-152)
-# and the 64x64 resolution are confirmed by the OpenReview reviews; the pairing into three settings follows
-# the project brief and is to be checked against the PDF.
-SETTINGS = ("CelebA / VGG-16", "CelebA / IR-152", "FaceScrub / IR-152")
+# and the 64x64 resolution are confirmed by the OpenReview reviews; the pairing into three settings follows the
+# project's issue (IR-152 on CelebA, IR-152 and VGG-16 on FaceScrub) and is to be checked against the PDF.
+SETTINGS = ("CelebA / IR-152", "FaceScrub / IR-152", "FaceScrub / VGG-16")
 DEFENSES = ("NoDef", "MID", "BiDO", "LS", "TL", "SSD")
 SOFT_LABEL_ATTACKS = ("Mirror", "C2F", "RLB")  # attacker sees the probability vector
 HARD_LABEL_ATTACKS = ("BREP", "LOKT")  # attacker sees only the top-1 label

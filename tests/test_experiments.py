@@ -43,3 +43,8 @@ def test_ssd_bound_and_metrics_on_real_outputs(smoke_outputs, unit, eps):
     m = utility_metrics(test, defended, data.test.labels)
     assert m["max_l1"] <= bound.max().item() + 1e-6 and 0 <= m["avg_l1"] <= m["max_l1"]
     assert utility_metrics(test, test, data.test.labels)["avg_l1"] == 0.0
+
+
+def test_our_settings_name_paper_settings():
+    from ssdlib import paper
+    assert {s.paper_setting for s in E.SETTINGS.values()} == set(paper.SETTINGS)

@@ -1,0 +1,20 @@
+"""Utility metrics against hand computations."""
+import pytest
+import torch
+
+from ssdlib.metrics import utility_metrics
+
+
+def test_utility_metrics_by_hand():
+    base = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]])
+    moved = torch.tensor([[0.5, 0.4, 0.1], [0.1, 0.6, 0.3]])
+    m = utility_metrics(base, moved, torch.tensor([0, 2]))
+    assert m["test_acc"] == 50.0
+    assert m["avg_l1"] == pytest.approx(0.2) and m["max_l1"] == pytest.approx(0.4)
+    # one sample per class: each output is its own class centroid, so both CMIs vanish
+    assert m["cmi"] == pytest.approx(0.0, abs=1e-12) and m["cmi_pred"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_utility_metrics_shape_errors():
+    with pytest.raises(ValueError, match="expected"):
+        utility_metrics(torch.ones(2, 3) / 3, torch.ones(2, 4) / 4, torch.zeros(2, dtype=torch.long))
