@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .utils import cache_dir
+from .utils import atomic_save, cache_dir
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 EMBEDDING_DIM = 128
@@ -156,9 +156,7 @@ class DlibEmbedder:
                     pass
         emb = torch.from_numpy(self._compute(images, progress))
         if path is not None:
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(emb, tmp)
-            os.replace(tmp, path)
+            atomic_save(emb, path)
         return emb
 
     __call__ = embed

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .embedding import EMBEDDING_DIM, DlibEmbedder, check_images
-from .utils import cache_dir, config_hash, seed_everything
+from .utils import atomic_save, cache_dir, config_hash, seed_everything
 
 DEFAULT_WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -185,13 +185,8 @@ class EvaluationClassifier(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the head, the standardisation, the classes and the metrics (a few hundred kB at most)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         blob = {"classes": self.classes, "hidden": self.hidden, "state": self.state_dict(), "metrics": self.metrics}
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-        return path
+        return atomic_save(blob, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, embedder: DlibEmbedder | None = None) -> EvaluationClassifier:

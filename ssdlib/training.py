@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .baselines import TrainingDefense, build_defense
 from .models import ARCHITECTURES, FAMILIES, SCALES, build_model
-from .utils import cache_dir, config_hash, resolve_device, seed_everything
+from .utils import atomic_save, cache_dir, config_hash, resolve_device, seed_everything
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "multistep", "constant")
@@ -183,14 +183,6 @@ def _check_defense(config: TrainConfig, defense: TrainingDefense | None) -> Trai
     return defense
 
 
-def _atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file beside ``path`` and rename, so a crash never leaves a torn checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def fit(model: nn.Module, train_set, valid_set=None, *, config: TrainConfig,
         defense: TrainingDefense | None = None, device=None, checkpoint: str | os.PathLike | None = None,
         progress: bool = True) -> tuple[nn.Module, list[dict]]:
@@ -251,7 +243,7 @@ def fit(model: nn.Module, train_set, valid_set=None, *, config: TrainConfig,
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}",
                         val=f"{record.get('valid_acc', float('nan')):.3f}")
         if ckpt_path is not None:
-            _atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
                           "config": config.to_dict(), "defense": defense.params()}, ckpt_path)
     net.eval()
@@ -321,7 +313,7 @@ def train_or_load(config: TrainConfig, train_set, valid_set=None, *, defense: Tr
                        checkpoint=partial if cache else None, progress=progress)
     seconds = prior + time.perf_counter() - t0
     if cache:
-        _atomic_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "history": history,
+        atomic_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "history": history,
                       "train_seconds": seconds, "config": config.to_dict(), "defense": defense.params()}, path)
         partial.unlink(missing_ok=True)
     return net, {"history": history, "train_seconds": seconds, "key": key, "path": path if cache else None,

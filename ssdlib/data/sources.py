@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..utils import cache_dir, config_hash, data_root
+from ..utils import atomic_save, cache_dir, config_hash, data_root
 from .crops import CELEBA_CROP, FULL_FRAME, LFW_CROP, Box, check_box, decode_crop, open_rgb
 from .faceset import FaceSet
 
@@ -228,13 +228,8 @@ def load_source(src: Source, *, crop: Box | None = None, size: int = 64, cache: 
     files = tuple(names[keep[j]] for j in order)
     faces = FaceSet(images, labels, [f"{src.name}:{c}" for c in classes], src.name, files)
     if cache:
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        try:
-            torch.save({"images": faces.images, "labels": faces.labels, "classes": faces.classes,
-                        "files": list(files), "box": list(box), "size": size}, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_save({"images": faces.images, "labels": faces.labels, "classes": faces.classes,
+                     "files": list(files), "box": list(box), "size": size}, path)
     return faces
 
 
