@@ -759,7 +759,8 @@ def waterfill_cvxpy(f, q, eps: float, *, solver: str = "CLARABEL", **solver_opts
 
     Entries with q_i = 0 are constrained to p_i = 0, so the KL-infeasible case (mass of f on {q = 0} above eps/2)
     makes the problem infeasible: smooth q first to test the limit rule.  Raises RuntimeError unless optimal.
-    Clarabel runs with tightened tolerances (1e-10) by default so that p is accurate to about 1e-7.
+    Clarabel runs with tightened tolerances by default (1e-10, then 1e-9 and 1e-8 if it reports
+    'optimal_inaccurate' at the tighter one) so that p is accurate to about 1e-7; explicit solver_opts are used as given.
     """
     import cvxpy as cp  # test/book extra, imported lazily
 
@@ -775,12 +776,16 @@ def waterfill_cvxpy(f, q, eps: float, *, solver: str = "CLARABEL", **solver_opts
     objective = cp.Minimize(-cp.sum(cp.entr(p)) - np.log(q[pos]) @ p)
     constraints = [p >= 0, cp.sum(p) == 1, cp.norm1(p - fp) + float(fz.sum()) <= eps]
     prob = cp.Problem(objective, constraints)
-    if solver == "CLARABEL":
-        for key in ("tol_gap_abs", "tol_gap_rel", "tol_feas"):
-            solver_opts.setdefault(key, 1e-10)
-    prob.solve(solver=solver, **solver_opts)
-    if prob.status != cp.OPTIMAL:
-        raise RuntimeError(f"cvxpy status {prob.status!r} (expected 'optimal')")
+    if solver == "CLARABEL" and not solver_opts:
+        ladder = [{key: tol for key in ("tol_gap_abs", "tol_gap_rel", "tol_feas")} for tol in (1e-10, 1e-9, 1e-8)]
+    else:
+        ladder = [solver_opts]
+    for opts in ladder:
+        prob.solve(solver=solver, **opts)
+        if prob.status == cp.OPTIMAL:
+            break
+    else:
+        raise RuntimeError(f"cvxpy status {prob.status!r} (expected 'optimal') with {solver} options {ladder[-1]}")
     out = np.zeros_like(f)
     out[pos] = np.maximum(p.value, 0.0)
     return out
