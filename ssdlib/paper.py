@@ -61,9 +61,16 @@ CLAIMS = (
     },
 )
 
-# Section 5.3 / Figure 1: CMI of the outputs before and after SSD.  Not transcribed (PDF unread): keys are
-# the quantities the section reports; values stay None until read from the paper.
-SECTION53_CMI = {"no_defense": None, "ssd": None, "unit": None, "source": "Section 5.3 / Figure 1 (not yet read)"}
+# Section 5.3 / Figure 1: CMI of the outputs before and after SSD.  The two values are those this project's
+# issue 3 quotes from Section 5.3; the PDF itself was not read here, so the setting they belong to and their unit
+# are unconfirmed (ssdlib.cmi reports nats).
+SECTION53_CMI = {
+    "no_defense": 0.21,
+    "ssd": 0.14,
+    "unit": "unconfirmed (ssdlib.cmi: nats)",
+    "setting": "unconfirmed",
+    "source": "Section 5.3, as quoted in the project's issue 3 ('0.21 -> 0.14 with SSD'); PDF not read here",
+}
 
 
 @dataclass(frozen=True)
