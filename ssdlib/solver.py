@@ -23,6 +23,7 @@ Zero-q entries of the feasible case are set to exactly 0, so KL(p||q) stays fini
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -781,7 +782,9 @@ def waterfill_cvxpy(f, q, eps: float, *, solver: str = "CLARABEL", **solver_opts
     else:
         ladder = [solver_opts]
     for opts in ladder:
-        prob.solve(solver=solver, **opts)
+        with warnings.catch_warnings():  # cvxpy warns on 'optimal_inaccurate'; we retry or raise instead
+            warnings.simplefilter("ignore", UserWarning)
+            prob.solve(solver=solver, **opts)
         if prob.status == cp.OPTIMAL:
             break
     else:
