@@ -26,7 +26,9 @@ def main(argv=None) -> int:
                     help="class counts C (floats like 1e5 accepted)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="at least this many timed runs per cell")
+    ap.add_argument("--stat", choices=["min", "median"], default="min", help="statistic over the timed runs")
+    ap.add_argument("--min-time", type=float, default=0.5, help="repeat a cell until its runs total this (s)")
     ap.add_argument("--eps", type=float, default=0.5)
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--methods", nargs="+", default=["waterfill", "waterfill_validated", "waterfill_sort"],
@@ -49,10 +51,12 @@ def main(argv=None) -> int:
     caps = {m: float(v) for m, v in args.cap}
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
-    print(f"device={device} dtype={args.dtype} B={args.batch} eps={args.eps} torch threads={torch.get_num_threads()}")
+    print(f"device={device} dtype={args.dtype} B={args.batch} eps={args.eps} torch threads={torch.get_num_threads()} "
+          f"timing: {args.stat} of >= {args.repeat} runs and >= {args.min_time} s")
 
     df = table6_sweep(sorted(set(sizes)), B=args.batch, methods=args.methods, device=device, eps=args.eps,
-                      dtype=dtype, repeat=args.repeat, caps=caps, progress=True)
+                      dtype=dtype, repeat=args.repeat, caps=caps, progress=True, stat=args.stat,
+                      min_time=args.min_time)
     with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
         print(df.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
     print(f"  waterfill / memory floor   = {floor_ratio:.2f}x  (promise: <= 5x) -> "
           f"{'met' if floor_ratio <= 5 else 'NOT met'}")
     if args.out:
-        out = {"device": str(device), "dtype": args.dtype, "batch": args.batch, "eps": args.eps,
+        out = {"device": str(device), "dtype": args.dtype, "batch": args.batch, "eps": args.eps, "stat": args.stat,
                "table": json.loads(df.to_json(orient="records")),
                "target_C": target, "sort_over_waterfill": speedup, "waterfill_over_floor": floor_ratio}
         Path(args.out).write_text(json.dumps(out, indent=2))

@@ -23,22 +23,29 @@ def _sync(device: torch.device | None) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable, *args, repeat: int = 5, warmup: int = 1, device=None, **kwargs) -> float:
-    """Median wall time in seconds of ``fn(*args, **kwargs)`` over ``repeat`` runs after ``warmup`` calls."""
-    if repeat < 1 or warmup < 0:
-        raise ValueError(f"repeat must be >= 1 and warmup >= 0, got {repeat}, {warmup}")
+def time_call(fn: Callable, *args, repeat: int = 5, warmup: int = 1, device=None, stat: str = "median",
+              min_time: float = 0.0, max_repeat: int = 100, **kwargs) -> float:
+    """Wall time in seconds of ``fn(*args, **kwargs)``: the ``stat`` ("median" or "min") over at least ``repeat``
+    runs after ``warmup`` calls, repeating (up to ``max_repeat``) until the runs total ``min_time`` seconds.
+
+    "min" is the robust choice for ratios of deterministic code on a shared machine: noise only ever adds time.
+    """
+    if repeat < 1 or warmup < 0 or max_repeat < repeat:
+        raise ValueError(f"need repeat >= 1, warmup >= 0, max_repeat >= repeat; got {repeat}, {warmup}, {max_repeat}")
+    if stat not in ("median", "min"):
+        raise ValueError(f"stat must be 'median' or 'min', got {stat!r}")
     dev = torch.device(device) if device is not None else None
     for _ in range(warmup):
         fn(*args, **kwargs)
     _sync(dev)
-    times = []
-    for _ in range(repeat):
+    times: list[float] = []
+    while len(times) < repeat or (sum(times) < min_time and len(times) < max_repeat):
         _sync(dev)
         t0 = time.perf_counter()
         fn(*args, **kwargs)
         _sync(dev)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times) if stat == "min" else statistics.median(times)
 
 
 def random_rows(
@@ -81,10 +88,12 @@ def random_rows(
     return f.to(dev), q.to(dev)
 
 
-def memory_floor(f: torch.Tensor, q: torch.Tensor, *, repeat: int = 5, out: torch.Tensor | None = None) -> float:
-    """Memory-traffic floor: median time of one elementwise pass reading f and q and writing p (torch.add)."""
+def memory_floor(f: torch.Tensor, q: torch.Tensor, *, repeat: int = 5, out: torch.Tensor | None = None,
+                 **timing) -> float:
+    """Memory-traffic floor: time of one elementwise pass reading f and q and writing p (torch.add); ``timing``
+    goes to :func:`time_call` (stat, min_time)."""
     p = torch.empty_like(f) if out is None else out
-    return time_call(torch.add, f, q, repeat=repeat, device=f.device, out=p)
+    return time_call(torch.add, f, q, repeat=repeat, device=f.device, out=p, **timing)
 
 
 #: methods the sweep knows: name -> callable(f, q, eps)
@@ -116,11 +125,14 @@ def table6_sweep(
     caps: dict[str, float] | None = None,
     seed: int = 0,
     progress: bool = False,
+    stat: str = "min",
+    min_time: float = 0.5,
 ) -> pd.DataFrame:
     """Time each method per class count C (ms, batch B); add sort/waterfill, the memory floor and waterfill/floor.
 
-    Cells above ``caps[method]`` elements (B*C) are skipped and left NaN.  ``passes_max`` is the largest number of
-    O(C) passes waterfill used on a row.
+    Every cell is the ``stat`` (default the minimum) of at least ``repeat`` runs, repeated until they total
+    ``min_time`` seconds, so fast cells are timed often.  Cells above ``caps[method]`` elements (B*C) are skipped
+    and left NaN.  ``passes_max`` is the largest number of O(C) passes waterfill used on a row.
     """
     dev = resolve_device(device)
     caps = {**DEFAULT_CAPS, **(caps or {})}
@@ -144,8 +156,9 @@ def table6_sweep(
             if B * C > caps.get(m, math.inf):
                 rec[f"{m}_ms"] = math.nan
                 continue
-            rec[f"{m}_ms"] = 1e3 * time_call(METHODS[m], f, q, eps, repeat=repeat, device=dev)
-        rec["floor_ms"] = 1e3 * memory_floor(f, q, repeat=max(repeat, 3))
+            rec[f"{m}_ms"] = 1e3 * time_call(METHODS[m], f, q, eps, repeat=repeat, device=dev, stat=stat,
+                                             min_time=min_time)
+        rec["floor_ms"] = 1e3 * memory_floor(f, q, repeat=max(repeat, 3), stat=stat, min_time=min_time)
         if "waterfill" in methods and not math.isnan(rec.get("waterfill_ms", math.nan)):
             rec["passes_max"] = int(waterfill_passes(f, q, eps).max())
         del f, q
