@@ -74,8 +74,11 @@ def pretraining_data(scale: str, *, seed: int = 0, root=None) -> D.FaceSet:
 
 
 def train_target(name: str, defense: str = "none", scale: str = "cpu", *, device=None, seed: int = 0, root=None,
-                 progress: bool = True, **overrides) -> tuple[nn.Module, dict]:
-    """Train (or load from the cache) the target model of setting ``name`` under a training-time ``defense``."""
+                 progress: bool = True, train_seed: int | None = None, **overrides) -> tuple[nn.Module, dict]:
+    """Train (or load from the cache) the target model of setting ``name`` under a training-time ``defense``.
+
+    ``seed`` fixes the private split (and, by default, training); ``train_seed`` reseeds only the initialisation
+    and batch order, to measure how much accuracy moves between training runs on the same split."""
     s = setting(name)
     if defense not in DEFENSE_NAMES:
         raise ValueError(f"unknown defense {defense!r}; valid: {', '.join(DEFENSE_NAMES)}")
@@ -88,5 +91,6 @@ def train_target(name: str, defense: str = "none", scale: str = "cpu", *, device
     else:
         strategy = build_defense(defense, **params)
     config = default_config(s.family, scale, data.num_classes, defense=defense,
-                            defense_params=params if defense != "tl" else {}, seed=seed, **overrides)
+                            defense_params=params if defense != "tl" else {},
+                            seed=seed if train_seed is None else int(train_seed), **overrides)
     return train_or_load(config, data.train, data.valid, defense=strategy, device=device, progress=progress)
