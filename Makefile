@@ -33,7 +33,7 @@ $(MATHJAX): $(STAMP)
 	shutil.copytree(src, '_mathjax/mathjax')"
 
 notebooks: $(STAMP)
-	$(BIN)/python -m ssdlib.runner --scale $(SCALE) $(RUN_ARGS)
+	$(BIN)/python -m ssdlib.reporting.runner --scale $(SCALE) $(RUN_ARGS)
 
 html: $(STAMP) $(MATHJAX)
 	$(BIN)/jupyter-book build . -W --keep-going

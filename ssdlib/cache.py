@@ -86,19 +86,20 @@ class CacheInfo:
 
 
 def cached(kind: str, config: dict, compute: Callable[[Path | None], dict], *, name: str = "",
-           enabled: bool = True) -> tuple[dict, CacheInfo]:
+           enabled: bool = True, mmap: bool = False) -> tuple[dict, CacheInfo]:
     """Load the artifact of ``config`` from ``cache_dir(kind)``, or ``compute`` and store it.
 
     ``compute(partial)`` returns a dict payload; ``partial`` is a path it may use to checkpoint and resume (None when
     the cache is disabled). The stored payload carries ``config``, which is checked on load, and the seconds the
     computation took (``seconds``, summed over resumed runs if ``compute`` adds earlier ones itself).
+    ``mmap=True`` maps a payload of plain tensors and containers from disk instead of reading it (large images).
     """
     key = config_hash(config)
     folder = cache_dir(kind) if enabled else None
     path = folder / f"{name + '-' if name else ''}{key}.pt" if folder is not None else None
     if path is not None and path.is_file():
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
+            payload = torch.load(path, map_location="cpu", weights_only=mmap, mmap=mmap)
         except Exception as err:  # a damaged file is recomputed, never trusted
             warnings.warn(f"ignoring unreadable cache file {path}: {err}")
         else:

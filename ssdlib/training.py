@@ -1,14 +1,14 @@
-"""One training loop for every target model and defense: deterministic, resumable, cached by config hash.
+"""One training loop for every target model and defense: deterministic, resumable, cached by configuration.
 
-``fit`` trains with a ``TrainingDefense`` (``ssdlib.baselines``) and writes an atomic checkpoint after every
-epoch, so a crash resumes from the last finished epoch. Every epoch reseeds all generators from
-``(seed, epoch)``, which makes a resumed run identical to an uninterrupted one. ``train_or_load`` keys the
-final weights by ``config_hash(config + data identity + defense)`` under ``cache_dir("models")``.
+``fit`` trains with a ``TrainingDefense`` (``ssdlib.defenses``) and writes an atomic checkpoint after every
+epoch, so a crash resumes from the last finished epoch (of the same configuration and data: both are checked).
+Every epoch reseeds all generators from ``(seed, epoch)``, which makes a resumed run identical to an uninterrupted
+one. ``train_or_load`` keys the final weights by the configuration, the data's fingerprints and the defense
+(``ssdlib.cache``). ``predict_proba`` and ``evaluate`` read a model's outputs and accuracy.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -21,9 +21,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .baselines import TrainingDefense, build_defense
-from .models import ARCHITECTURES, FAMILIES, SCALES, build_model
-from .utils import atomic_save, cache_dir, config_hash, resolve_device, seed_everything
+from .cache import atomic_save, cached, fingerprint
+from .defenses import TrainingDefense, build_defense
+from .models.classifiers import ARCHITECTURES, FAMILIES, build_model
+from .scales import SCALES
+from .utils import resolve_device, seed_everything
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "multistep", "constant")
@@ -78,23 +80,6 @@ class TrainConfig:
         return d
 
 
-# Training recipes per scale. cpu: 20 epochs of 59 steps (CelebA private train, batch 64) at 0.12-0.17 s per
-# step with augmentation (idle 2-core machine) is 2.5-3.7 min; see ssdlib.models.ARCHITECTURES. paper: 100 epochs.
-RECIPES = {
-    "smoke": dict(epochs=2, lr=0.05),
-    "cpu": dict(epochs=20, lr=0.05),
-    "paper": dict(epochs=100, lr=0.01, schedule="multistep", milestones=(75, 90)),
-}
-
-
-def default_config(family: str, scale: str, num_classes: int, defense: str = "none", **overrides) -> TrainConfig:
-    """The standard recipe for ``scale`` (``RECIPES``), with ``overrides`` applied."""
-    if scale not in RECIPES:
-        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(RECIPES)}")
-    return TrainConfig(family=family, scale=scale, num_classes=num_classes, defense=defense,
-                       **{**RECIPES[scale], **overrides})
-
-
 def init_model(config: TrainConfig) -> nn.Module:
     """The untrained model of ``config``, initialised from ``config.seed`` (so training is reproducible)."""
     seed_everything(config.seed)
@@ -123,6 +108,14 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Start/stop of each batch; a last batch of one image joins the one before (batch norm needs two)."""
+    bounds = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 def _batches(data, batch_size: int, *, shuffle: bool, augment: bool, generator: torch.Generator | None):
     """Iterate ``(float images, labels)`` batches of a FaceSet or ``(images, labels)`` pair (sliced directly,
     augmented per image by ``ssdlib.data.augment`` with ``generator``), or of a torch Dataset as given."""
@@ -134,8 +127,8 @@ def _batches(data, batch_size: int, *, shuffle: bool, augment: bool, generator: 
         from .data import augment as augment_image  # the one place augmentation is defined
     n = len(labels)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for i in range(0, n, batch_size):
-        idx = order[i:i + batch_size]
+    for i, j in batch_bounds(n, batch_size):
+        idx = order[i:j]
         x = _to_float(images[idx])
         if augment:
             x = torch.stack([augment_image(img, generator=generator) for img in x])
@@ -147,9 +140,7 @@ def data_identity(data) -> dict | None:
     if data is None:
         return None
     images, labels = _as_tensors(data)
-    h = hashlib.sha256(images.contiguous().numpy().tobytes())
-    h.update(labels.contiguous().numpy().tobytes())
-    return {"name": getattr(data, "name", ""), "n": len(labels), "sha": h.hexdigest()[:16]}
+    return {"name": getattr(data, "name", ""), "n": len(labels), "sha": fingerprint(images, labels)}
 
 
 # ---------------------------------------------------------------------------------------------- loop
@@ -188,9 +179,11 @@ def fit(model: nn.Module, train_set, valid_set=None, *, config: TrainConfig,
         progress: bool = True) -> tuple[nn.Module, list[dict]]:
     """Train ``defense.wrap(model)`` on ``train_set`` for ``config.epochs``; return the trained network and
     a per-epoch history (loss, train/valid accuracy, lr, seconds, defense logs). With ``checkpoint``, the
-    state is saved after each epoch and an existing checkpoint of the same config is resumed."""
+    state is saved after each epoch and an existing checkpoint is resumed if it was written for the same config,
+    defense and data (else a ValueError says which differs)."""
     if not isinstance(config, TrainConfig):
         raise ValueError("config must be a TrainConfig")
+    data_ids = {"train": data_identity(train_set), "valid": data_identity(valid_set)}
     defense = _check_defense(config, defense)
     device = resolve_device(device)
     net = defense.wrap(model).to(device)
@@ -202,9 +195,10 @@ def fit(model: nn.Module, train_set, valid_set=None, *, config: TrainConfig,
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state.get("config") != config.to_dict() or state.get("defense") != defense.params():
-            raise ValueError(f"checkpoint {ckpt_path} was written for another config or defense; delete it or "
-                             "change the path")
+        for what, mine in (("config", config.to_dict()), ("defense", defense.params()), ("data", data_ids)):
+            if state.get(what) != mine:
+                raise ValueError(f"checkpoint {ckpt_path} was written for another {what}; delete it or change the "
+                                 "path")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -245,7 +239,7 @@ def fit(model: nn.Module, train_set, valid_set=None, *, config: TrainConfig,
         if ckpt_path is not None:
             atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
-                          "config": config.to_dict(), "defense": defense.params()}, ckpt_path)
+                          "config": config.to_dict(), "defense": defense.params(), "data": data_ids}, ckpt_path)
     net.eval()
     return net, history
 
@@ -280,12 +274,11 @@ def evaluate(model: nn.Module, data, *, device=None, batch_size: int = 256, retu
 
 
 # ------------------------------------------------------------------------------------------ caching
-def model_key(config: TrainConfig, train_set, valid_set=None, defense: TrainingDefense | None = None) -> str:
-    """Cache key of a trained model: hash of config, data identities and the defense's parameters."""
+def model_config(config: TrainConfig, train_set, valid_set=None, defense: TrainingDefense | None = None) -> dict:
+    """What a trained model depends on: config, architecture, data fingerprints and the defense's parameters."""
     defense = _check_defense(config, defense)
-    return config_hash({"config": config.to_dict(), "arch": ARCHITECTURES[(config.family, config.scale)],
-                        "train": data_identity(train_set),
-                        "valid": data_identity(valid_set), "defense": defense.params()})
+    return {"config": config.to_dict(), "arch": ARCHITECTURES[(config.family, config.scale)],
+            "train": data_identity(train_set), "valid": data_identity(valid_set), "defense": defense.params()}
 
 
 def train_or_load(config: TrainConfig, train_set, valid_set=None, *, defense: TrainingDefense | None = None,
@@ -294,27 +287,25 @@ def train_or_load(config: TrainConfig, train_set, valid_set=None, *, defense: Tr
     info = history, train_seconds, key, path, cached (True if loaded)."""
     defense = _check_defense(config, defense)
     device = resolve_device(device)
-    key = model_key(config, train_set, valid_set, defense)
-    folder = cache_dir("models")
-    path, partial = folder / f"{config.family}-{config.scale}-{defense.name}-{key}.pt", folder / f"{key}.partial.pt"
-    model = init_model(config)
-    if cache and path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        net = defense.wrap(model)
-        net.load_state_dict(state["state_dict"])
-        net.to(device).eval()
-        return net, {"history": state["history"], "train_seconds": state["train_seconds"], "key": key,
-                     "path": path, "cached": True}
-    t0 = time.perf_counter()
-    prior = 0.0
-    if cache and partial.is_file():
-        prior = sum(r["seconds"] for r in torch.load(partial, map_location="cpu", weights_only=False)["history"])
-    net, history = fit(model, train_set, valid_set, config=config, defense=defense, device=device,
-                       checkpoint=partial if cache else None, progress=progress)
-    seconds = prior + time.perf_counter() - t0
-    if cache:
-        atomic_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "history": history,
-                      "train_seconds": seconds, "config": config.to_dict(), "defense": defense.params()}, path)
-        partial.unlink(missing_ok=True)
-    return net, {"history": history, "train_seconds": seconds, "key": key, "path": path if cache else None,
-                 "cached": False}
+    trained = {}
+
+    def train(partial):
+        prior = 0.0
+        if partial is not None and partial.is_file():  # seconds already spent by an interrupted run
+            prior = sum(r["seconds"] for r in torch.load(partial, map_location="cpu", weights_only=False)["history"])
+        t0 = time.perf_counter()
+        net, history = fit(init_model(config), train_set, valid_set, config=config, defense=defense, device=device,
+                           checkpoint=partial, progress=progress)
+        trained["net"] = net
+        return {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "history": history,
+                "seconds": prior + time.perf_counter() - t0}
+
+    payload, info = cached("models", model_config(config, train_set, valid_set, defense), train,
+                           name=f"{config.family}-{config.scale}-{defense.name}", enabled=cache)
+    net = trained.get("net")
+    if net is None:
+        net = defense.wrap(init_model(config))
+        net.load_state_dict(payload["state_dict"])
+    net.to(device).eval()
+    return net, {"history": payload["history"], "train_seconds": info.seconds, "key": info.key, "path": info.path,
+                 "cached": info.cached}

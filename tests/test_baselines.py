@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssdlib.baselines import (BiDO, MID, NegativeLS, TrainingDefense, TransferLearning, VIBNet, build_defense,
+from ssdlib.defenses import (BiDO, MID, NegativeLS, TrainingDefense, TransferLearning, VIBNet, build_defense,
                               freeze_first_layers, gaussian_kernel, gaussian_kl, hsic, ls_schedule,
                               normalized_hsic, smoothed_targets, weight_layers)
 from ssdlib.models import build_model

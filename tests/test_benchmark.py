@@ -1,10 +1,11 @@
-"""The timing helpers behind the solver benchmark and the Table 6 sweep (ssdlib.benchmark)."""
+"""The timing helpers (ssdlib.timing) behind the solver benchmark and the Table 6 sweep (ssdlib.experiments.solver)."""
 import math
 
 import pytest
 import torch
 
-from ssdlib.benchmark import memory_floor, random_rows, table6_sweep, time_call
+from ssdlib.experiments.solver import random_rows, table6_sweep
+from ssdlib.timing import memory_floor, time_call
 from ssdlib.solver import waterfill
 
 
@@ -18,7 +19,7 @@ def test_time_call_repeats_until_min_time():
 
 
 def test_time_call_statistics(monkeypatch):
-    import ssdlib.benchmark as bm
+    import ssdlib.timing as bm
 
     durations = [3.0, 1.0, 2.0]  # seconds per timed run, fed through a fake clock
 

@@ -1,9 +1,12 @@
 """The SSD defense: budget per row, temperature limits, hash determinism, q-table estimation, the wrapper."""
 import math
+import zlib
 
 import pytest
 import torch
 from torch import nn
+
+from scipy.stats import chisquare
 
 from ssdlib import SSD, cmi, entropy, estimate_q_table
 
@@ -39,8 +42,8 @@ def test_l1_bound_per_row(unit, dtype):
 
 def test_nats_budget_is_log_c_times_normalized():
     probs, labels = classifier_like(50, 7)
-    a = SSD.from_predictions(probs, labels, entropy="nats", eps=0.3).budget(probs)
-    b = SSD.from_predictions(probs, labels, entropy="normalized", eps=0.3).budget(probs)
+    a = SSD.from_predictions(probs, labels, T=0.1, entropy="nats", eps=0.3).budget(probs)
+    b = SSD.from_predictions(probs, labels, T=0.1, entropy="normalized", eps=0.3).budget(probs)
     assert torch.allclose(a, b * math.log(7))
 
 
@@ -126,14 +129,14 @@ def test_wrap_returns_log_probabilities_with_same_argmax():
 ])
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        SSD(torch.eye(3), **kwargs)
+        SSD(torch.eye(3), **{"T": 0.1, **kwargs})
 
 
 def test_class_count_mismatch_raises():
     with pytest.raises(ValueError, match="classes"):
-        SSD(torch.eye(3))(torch.ones(2, 4) / 4)
+        SSD(torch.eye(3), T=0.1)(torch.ones(2, 4) / 4)
     with pytest.raises(ValueError, match="square"):
-        SSD(torch.ones(3, 4))
+        SSD(torch.ones(3, 4), T=0.1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -143,3 +146,83 @@ def test_cuda_matches_cpu():
     gpu = SSD.from_predictions(probs.cuda(), labels.cuda(), T=0.5, eps=0.5, seed=1)(probs.cuda())
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=0)
+
+
+def test_temperature_is_required_and_eps_defaults_to_the_papers_value():
+    with pytest.raises(TypeError, match="T"):
+        SSD(torch.eye(3))
+    assert SSD(torch.eye(3), T=0.05).eps == 1.0
+
+
+@pytest.mark.parametrize("randomness", ["generator", "hash"])
+@pytest.mark.parametrize("T", [0.05, 0.3])
+def test_label_law_is_softmax_of_probabilities_over_T(randomness, T):
+    """Chi-square test of the sampled labels against softmax(f / T) at intermediate temperatures."""
+    f = torch.tensor([0.45, 0.30, 0.15, 0.07, 0.03], dtype=torch.float64)
+    n = 6000
+    probs = f.expand(n, 5).contiguous()
+    ssd = SSD(torch.eye(5, dtype=torch.float64), T=T, randomness=randomness, seed=zlib.crc32(b"law"),
+              hash_key=b"chi-square")
+    inputs = torch.arange(n, dtype=torch.float64)[:, None]  # distinct queries: the hash draws independently
+    labels = ssd.sample_labels(probs, inputs)
+    expected = torch.softmax(f / T, -1) * n
+    counts = torch.bincount(labels, minlength=5).double()
+    keep = expected >= 5  # the chi-square approximation needs expected counts >= 5; pool the rest
+    obs = torch.cat([counts[keep], counts[~keep].sum(0, keepdim=True)]) if (~keep).any() else counts
+    exp = torch.cat([expected[keep], expected[~keep].sum(0, keepdim=True)]) if (~keep).any() else expected
+    assert chisquare(obs.numpy(), exp.numpy()).pvalue > 1e-3
+    # the same law would fail for a temperature applied the other way round (f * T), or to logits
+    wrong = torch.softmax(f * T, -1) * n
+    assert chisquare(counts.numpy(), wrong.numpy()).pvalue < 1e-6
+
+
+def test_hash_key_is_a_fresh_secret_per_instance():
+    probs, labels = classifier_like(500, 10)
+    inputs = torch.randn(500, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    a = SSD.from_predictions(probs, labels, T=1.0, randomness="hash")
+    b = SSD.from_predictions(probs, labels, T=1.0, randomness="hash")
+    assert not torch.equal(a.sample_labels(probs, inputs), b.sample_labels(probs, inputs))
+    c = SSD.from_predictions(probs, labels, T=1.0, randomness="hash", hash_key=bytes(a.hash_key.tolist()))
+    assert torch.equal(a.sample_labels(probs, inputs), c.sample_labels(probs, inputs))
+
+
+def test_logits_are_refused_before_the_budget():
+    probs, labels = classifier_like(50, 6)
+    ssd = SSD.from_predictions(probs, labels, T=0.1)
+    with pytest.raises(ValueError, match="softmax"):
+        ssd(torch.log(probs))
+    with pytest.raises(ValueError, match="sum to 1"):
+        ssd(probs * 2)
+
+
+def test_from_predictions_passes_every_option_through():
+    probs, labels = classifier_like(200, 5)
+    ssd = SSD.from_predictions(probs, labels, estimator="single", estimator_seed=3, T=0.2, eps=0.4,
+                               entropy="nats", randomness="hash", hash_key=b"k", validate=False)
+    assert (ssd.T, ssd.eps, ssd.entropy, ssd.randomness, ssd.validate) == (0.2, 0.4, "nats", "hash", False)
+    assert bytes(ssd.hash_key.tolist()) == b"k"
+    torch.testing.assert_close(ssd.q_table, estimate_q_table(probs, labels, 5, estimator="single", seed=3))
+
+
+def test_single_sample_estimator_is_one_validation_prediction():
+    probs, labels = classifier_like(300, 4, seed=2)
+    table = estimate_q_table(probs, labels, 4, estimator="single", seed=7)
+    for y in range(4):  # each row is exactly one of the class's own predictions (Algorithm 1)
+        mine = probs[labels == y].double()
+        assert ((mine / mine.sum(1, keepdim=True)) - table[y].double()).abs().sum(1).min() < 1e-6
+    assert not torch.allclose(table, estimate_q_table(probs, labels, 4, estimator="single", seed=8))
+    with pytest.raises(ValueError, match="estimator"):
+        estimate_q_table(probs, labels, 4, estimator="median")
+
+
+def test_defended_model_is_a_module_with_its_table_as_a_buffer():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.BatchNorm1d(5)).train()
+    probs, labels = classifier_like(100, 5)
+    defended = SSD.from_predictions(probs, labels, T=0.1, seed=1).wrap(model)
+    assert not model.training  # the wrapped classifier is put in eval mode, and stays there
+    defended.train()
+    assert not model.training
+    state = defended.state_dict()
+    assert "defense.q_table" in state and "defense.hash_key" in state
+    moved = defended.to(torch.float64)
+    assert moved.defense.q_table.dtype == torch.float64

@@ -12,9 +12,10 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("dlib") is None
                                 or importlib.util.find_spec("face_recognition_models") is None,
                                 reason="dlib-bin / face-recognition-models not installed (the ssdlib[faces] extra)")
 
-from ssdlib.embedding import CHIP_SIZE, DlibEmbedder, check_images, to_chips  # noqa: E402
-from ssdlib.evaluation import (EvaluationClassifier, centroid_distance, knn_distance,  # noqa: E402
-                               train_or_load_evaluator)
+from ssdlib.models.embedding import CHIP_SIZE, DlibEmbedder, check_images, to_chips  # noqa: E402
+from ssdlib.experiments.evaluators import train_or_load_evaluator  # noqa: E402
+from ssdlib.metrics import centroid_distance, knn_distance  # noqa: E402
+from ssdlib.models.evaluator import EvaluationClassifier  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,9 @@ def test_embedding_shape_determinism_and_cache(small):
     again = embedder.embed(torch.cat([x, x[:1]]), cache=False)
     assert torch.equal(again[0], again[3])                       # same image twice -> same vector
     assert torch.allclose(again[:3], e[:3], atol=1e-6)           # cached result equals a fresh computation
-    from ssdlib.utils import cache_dir
-    key = embedder.cache_key(check_images(data.train.float_images()))
-    assert (cache_dir("embeddings") / f"{key}.pt").is_file()     # the split's embedding was cached by image bytes
+    with pytest.MonkeyPatch.context() as mp:                     # the split's embedding is read from the cache
+        mp.setattr(embedder, "_compute", lambda *a: pytest.fail("a cached embedding was recomputed"))
+        assert torch.equal(embedder.embed_faceset(data.train), e)
 
 
 def test_same_identity_closer(small):
@@ -95,9 +96,11 @@ def test_train_or_load_evaluator_caches(small):
     data, embedder, _ = small
     first = train_or_load_evaluator(data, embedder=embedder, weight_decays=(1e-2,))
     assert first.metrics["test_acc@1"] >= 0.7 and first.metrics["num_classes"] == 10
-    from ssdlib.utils import cache_dir
+    from ssdlib.cache import cache_dir
     assert len(list(cache_dir("evaluators").glob("lfw-*.pt"))) == 1
-    second = train_or_load_evaluator(data, embedder=embedder, weight_decays=(1e-2,))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EvaluationClassifier, "fit", lambda *a, **k: pytest.fail("a cached evaluator was retrained"))
+        second = train_or_load_evaluator(data, embedder=embedder, weight_decays=(1e-2,))
     assert second.metrics == first.metrics
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
 

@@ -16,10 +16,12 @@ def test_settings_mirror_the_paper():
                                                               "FaceScrub / VGG-16"]
     with pytest.raises(ValueError, match="unknown setting"):
         E.setting("mnist_mlp")
-    with pytest.raises(ValueError, match="unknown defense"):
+    with pytest.raises(ValueError, match="unknown training-time defense"):
         E.train_target("celeba_ir152", "dropout", "smoke")
     with pytest.raises(ValueError, match="unknown scale"):
         E.private_data("celeba", "huge")
+    with pytest.raises(ValueError, match="unknown training-time defense"):
+        E.defense_params("celeba_ir152", "ssd")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,11 @@ def test_our_settings_name_paper_settings():
 def test_train_seed_gives_another_reproducible_model(one_thread):
     _, base = E.train_target("lfw_vgg16", "none", "smoke", device="cpu", progress=False)
     model, other = E.train_target("lfw_vgg16", "none", "smoke", device="cpu", progress=False, train_seed=1)
-    assert other["key"] != base["key"]  # another cached model, itself reproducible:
-    again, _ = E.train_target("lfw_vgg16", "none", "smoke", device="cpu", progress=False, train_seed=1)
+    assert other["key"] != base["key"]  # another model, and training it again from scratch gives the same weights:
+    again, info = E.train_target("lfw_vgg16", "none", "smoke", device="cpu", progress=False, train_seed=1,
+                                 cache=False)
+    assert not info["cached"]
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                     E.train_target("lfw_vgg16", "none", "smoke", device="cpu",
+                                                                    progress=False)[0].state_dict().values()))

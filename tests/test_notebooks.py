@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ssdlib import runner
+from ssdlib.reporting import runner
 from ssdlib.utils import REPO_ROOT
 
 NOTEBOOKS = runner.toc_notebooks()

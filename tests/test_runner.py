@@ -1,7 +1,7 @@
 """The notebook runner: toc order, parameter precedence, literal parsing, digests."""
 import pytest
 
-from ssdlib import runner
+from ssdlib.reporting import runner
 
 
 def test_toc_lists_executed_notebooks_in_order():

@@ -12,13 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ssdlib.information import kl_divergence
-from ssdlib.solver import (
-    waterfill,
-    waterfill_cvxpy,
-    waterfill_loop,
-    waterfill_passes,
-    waterfill_sort,
-)
+from ssdlib.solver import waterfill, waterfill_loop, waterfill_passes, waterfill_sort
+from ssdlib.solver.oracle import waterfill_cvxpy
 
 needs_cvxpy = pytest.mark.skipif(importlib.util.find_spec("cvxpy") is None, reason="needs cvxpy (test extra)")
 
@@ -218,12 +213,13 @@ def _edge_rows(g, B, C, dtype, shared):
 def test_torch_path_matches_numba_on_edge_cases(monkeypatch, chunk, every, bmm_max_c, dtype):
     """The batched torch loop (row chunks, sparse convergence checks) gives numba's and the sort's p."""
     import ssdlib.solver as solver
+    from ssdlib.solver import vectorized
 
     if chunk is not None:  # tiny chunks and a check every pass exercise the large-problem branch
-        monkeypatch.setattr(solver, "_TORCH_CHUNK", chunk)
-        monkeypatch.setattr(solver, "_TORCH_CHECK_EVERY", every)
+        monkeypatch.setattr(vectorized, "_TORCH_CHUNK", chunk)
+        monkeypatch.setattr(vectorized, "_TORCH_CHECK_EVERY", every)
     if bmm_max_c is not None:  # the per-side sweep used for large C
-        monkeypatch.setattr(solver, "_TORCH_BMM_MAX_C", bmm_max_c)
+        monkeypatch.setattr(vectorized, "_TORCH_BMM_MAX_C", bmm_max_c)
     g = torch.Generator().manual_seed(11)
     for trial in range(8):
         C = int(torch.randint(1, 40, (1,), generator=g))
@@ -231,8 +227,8 @@ def test_torch_path_matches_numba_on_edge_cases(monkeypatch, chunk, every, bmm_m
         eps = torch.rand(9, generator=g, dtype=torch.float64) * 2.5
         eps[0], eps[1], eps[2] = 0.0, 1e-12, 2.0
         for e in (eps, 0.4, 3.0):
-            p_t, n_t = solver._dispatch(f, q, e, True, "torch")
-            p_n, n_n = solver._dispatch(f, q, e, True, "numba")
+            p_t, n_t = solver._dispatch(f, q, e, True, "torch", "raise")
+            p_n, n_n = solver._dispatch(f, q, e, True, "numba", "raise")
             assert p_t.dtype == dtype
             torch.testing.assert_close(p_t.double(), p_n.double(), atol=1e-12, rtol=0)
             torch.testing.assert_close(p_t, waterfill_sort(f, q, e), atol=1e-12, rtol=0)
@@ -379,3 +375,44 @@ def test_cuda_matches_numba(dtype):
     torch.testing.assert_close(p_gpu.cpu(), p_cpu, atol=1e-6 if dtype == torch.float32 else 1e-10, rtol=0)
     torch.testing.assert_close(waterfill_sort(f.cuda(), q.cuda(), eps.cuda()).cpu(), p_cpu,
                                atol=1e-6 if dtype == torch.float32 else 1e-10, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pass cap: a row that stops there is flagged, never returned silently
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _hard_rows():
+    """Rows whose water levels need several Newton passes (many classes, budget well below ||q - f||_1)."""
+    g = torch.Generator().manual_seed(3)
+    f = torch.softmax(torch.randn(8, 2000, generator=g, dtype=torch.float64) * 4, -1)
+    q = torch.softmax(torch.randn(8, 2000, generator=g, dtype=torch.float64) * 4, -1)
+    return f, q
+
+
+def test_pass_cap_warns_or_raises(monkeypatch):
+    from ssdlib.solver import PassCapWarning, vectorized
+
+    f, q = _hard_rows()
+    assert int(waterfill_passes(f, q, 0.3, method="torch").max()) > 3
+    monkeypatch.setattr(vectorized, "MAX_PASSES", 1)
+    with pytest.warns(PassCapWarning, match="stopped at the solver's cap"):
+        p = waterfill(f, q, 0.3, method="torch")
+    assert torch.all((p - f).abs().sum(-1) <= 0.3)  # still feasible
+    with pytest.raises(RuntimeError, match="cap"):
+        waterfill(f, q, 0.3, method="torch", on_cap="raise")
+    with pytest.raises(ValueError, match="on_cap"):
+        waterfill(f, q, 0.3, on_cap="ignore")
+
+
+def test_numba_row_kernel_flags_the_cap(monkeypatch):
+    from ssdlib.solver import cpu
+    from ssdlib.solver.numerics import CAPPED, margin
+
+    f, q = _hard_rows()
+    out = np.empty(2000)
+    args = (f[0].numpy(), q[0].numpy(), 0.3, margin(2000, torch.float64), out)
+    assert cpu._row_nb(*args) < CAPPED
+    monkeypatch.setattr(cpu, "MAX_PASSES", 1)  # the interpreted kernel reads the patched cap
+    assert cpu._row_nb.py_func(*args) == CAPPED
+    assert np.abs(out - f[0].numpy()).sum() <= 0.3

@@ -2,10 +2,13 @@
 import pytest
 import torch
 
-from ssdlib.baselines import TrainingDefense, build_defense
+import ssdlib.training as training
+from ssdlib.cache import config_hash
 from ssdlib.data import FaceSet
+from ssdlib.defenses import TrainingDefense, build_defense
+from ssdlib.experiments.targets import default_config
 from ssdlib.models import build_model
-from ssdlib.training import (TrainConfig, default_config, evaluate, fit, init_model, model_key, predict_proba,
+from ssdlib.training import (TrainConfig, batch_bounds, evaluate, fit, init_model, model_config, predict_proba,
                              train_or_load)
 
 K = 4
@@ -13,6 +16,9 @@ K = 4
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+
+def model_key(*args):
+    return config_hash(model_config(*args))
 
 
 def _toy(n_per_class=16, seed=0, name="toy"):
@@ -97,6 +103,8 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
     assert hist[-1]["train_loss"] == ref_hist[-1]["train_loss"]
     with pytest.raises(ValueError, match="another config"):
         fit(build_model("ir152", K, "smoke"), train, config=_config(epochs=4), checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="another data"):  # same config, other images: never resume
+        fit(init_model(cfg), _toy(seed=9), valid, config=cfg, checkpoint=ckpt, progress=False)
 
 
 def test_train_or_load_caches(tmp_path, monkeypatch):
@@ -106,6 +114,10 @@ def test_train_or_load_caches(tmp_path, monkeypatch):
     net, info = train_or_load(cfg, train, valid, device="cpu", progress=False)
     assert not info["cached"] and info["path"].is_file() and info["train_seconds"] > 0
     assert not list(tmp_path.glob("models/*.partial.pt"))
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached model was retrained")
+
+    monkeypatch.setattr(training, "fit", no_training)
     net2, info2 = train_or_load(cfg, train, valid, device="cpu", progress=False)
     assert info2["cached"]
     assert _same_weights(net, net2) and info2["history"] == info["history"]
@@ -113,8 +125,8 @@ def test_train_or_load_caches(tmp_path, monkeypatch):
     # the key depends on the data and the config
     assert model_key(cfg, _toy(seed=5), valid) != info["key"]
     assert model_key(_config(epochs=3, family="vgg16"), train, valid) != info["key"]
-    from ssdlib import models
-    monkeypatch.setitem(models.ARCHITECTURES, ("vgg16", "smoke"), dict(width=8, convs=(1, 1, 1, 1, 1), downsample=2))
+    from ssdlib.models import classifiers
+    monkeypatch.setitem(classifiers.ARCHITECTURES, ("vgg16", "smoke"), dict(width=8, convs=(1, 1, 1, 1, 1), downsample=2))
     assert model_key(cfg, train, valid) != info["key"]  # a changed architecture table never loads stale weights
 
 
@@ -144,7 +156,8 @@ def test_config_validation():
 
 def test_transfer_learning_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("SSD_CACHE_DIR", str(tmp_path))
-    from ssdlib.baselines import TransferLearning, pretrain_public
+    from ssdlib.defenses import TransferLearning
+    from ssdlib.experiments.targets import pretrain_public
 
     public = _toy(n_per_class=8, seed=7, name="public")
     backbone = pretrain_public("ir152", "smoke", public, epochs=1, device="cpu", progress=False)
@@ -160,3 +173,14 @@ def test_transfer_learning_pipeline(tmp_path, monkeypatch):
         _config(defense="tl", defense_params={"pretrained": backbone})
     with pytest.raises(ValueError, match="defense given"):
         fit(init_model(cfg), _toy(), config=_config(), defense=tl, progress=False)
+
+
+def test_a_last_batch_of_one_image_joins_the_previous_batch():
+    assert batch_bounds(33, 16) == [(0, 16), (16, 33)]
+    assert batch_bounds(32, 16) == [(0, 16), (16, 32)]
+    assert batch_bounds(1, 16) == [(0, 1)]
+    train = _toy(n_per_class=4)  # 16 images
+    subset = FaceSet(train.images[:9], train.labels[:9], train.classes, "nine")  # 8 + 1 at batch 8
+    net, history = fit(build_model("vgg16", K, "smoke"), subset, config=_config(family="vgg16", epochs=1,
+                                                                                 batch_size=8), progress=False)
+    assert len(history) == 1 and history[0]["train_loss"] > 0

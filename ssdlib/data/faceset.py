@@ -97,3 +97,23 @@ class FaceDataset(Dataset):
         if self.augment:
             image = augment(image)
         return image, int(self.faceset.labels[index])
+
+
+def check_faceset(faceset, what: str) -> "FaceSet":
+    """``faceset`` if it is a non-empty FaceSet-like object, else a ValueError naming ``what``."""
+    if not all(hasattr(faceset, a) for a in ("images", "labels", "classes", "float_images")):
+        raise ValueError(f"{what} must be a ssdlib.data.FaceSet, got {type(faceset).__name__}")
+    if len(faceset) == 0:
+        raise ValueError(f"{what} is empty")
+    return faceset
+
+
+def check_labels(labels, n: int, num_classes: int) -> torch.Tensor:
+    """``n`` integer labels in 0..num_classes-1 as a CPU int64 tensor, else a ValueError saying what is wrong."""
+    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).cpu()
+    if labels.is_floating_point() or labels.shape != (n,):
+        raise ValueError(f"labels must be {n} integers (one per image), got {labels.dtype} {tuple(labels.shape)}")
+    labels = labels.long()
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {int(labels.min())}..{int(labels.max())}")
+    return labels

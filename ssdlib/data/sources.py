@@ -1,6 +1,6 @@
 """Finding and reading face data (identity folders, official CelebA layout; extracted or archived) into cached uint8 tensors.
 
-Decoded, cropped images are cached under ``cache_dir("faces")`` as ``<name>-<size>px-<hash>.pt``; the hash covers
+Decoded, cropped images are cached (``ssdlib.cache``, kind "faces") as ``<name>-<size>px-<hash>.pt``; the hash covers
 the data set name, the source files (archive names and sizes, or every file's relative path and size), the crop
 and the size, so a second load reads one file instead of decoding JPEGs again.
 """
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..utils import atomic_save, cache_dir, config_hash, data_root
+from ..cache import cached
+from ..utils import data_root
 from .crops import CELEBA_CROP, FULL_FRAME, LFW_CROP, Box, check_box, decode_crop, open_rgb
 from .faceset import FaceSet
 
@@ -206,31 +207,24 @@ def load_source(src: Source, *, crop: Box | None = None, size: int = 64, cache: 
     fingerprint, listing = _fingerprint(src)
     if listing is not None and not listing:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {src.path}")
-    key = config_hash({"v": CACHE_VERSION, "name": src.name, "src": fingerprint, "crop": box, "size": size}, 16)
-    path = cache_dir("faces") / f"{src.name}-{size}px-{key}.pt"
-    if cache and path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            return FaceSet(blob["images"], blob["labels"], list(blob["classes"]), src.name, tuple(blob["files"]))
-        except Exception as err:  # a damaged cache file is rebuilt, never trusted
-            warnings.warn(f"ignoring unreadable cache file {path}: {err}")
-    names, arrays, ident_text = _decode_all(src, listing, box, size, progress)
-    if not names:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {src.path}")
-    keep, identities = _assign_identities(src, names, ident_text)
-    if not keep:
-        raise ValueError(f"no image of {src.path} lies in an identity folder (<identity>/<image>)")
-    order = sorted(range(len(keep)), key=lambda j: (identities[j], names[keep[j]]))
-    classes = sorted(set(identities))
-    index = {c: k for k, c in enumerate(classes)}
-    images = torch.from_numpy(np.stack([arrays[keep[j]] for j in order]))
-    labels = torch.tensor([index[identities[j]] for j in order], dtype=torch.int64)
-    files = tuple(names[keep[j]] for j in order)
-    faces = FaceSet(images, labels, [f"{src.name}:{c}" for c in classes], src.name, files)
-    if cache:
-        atomic_save({"images": faces.images, "labels": faces.labels, "classes": faces.classes,
-                     "files": list(files), "box": list(box), "size": size}, path)
-    return faces
+    config = {"v": CACHE_VERSION, "name": src.name, "src": fingerprint, "crop": list(box), "size": size}
+
+    def decode(_partial):
+        names, arrays, ident_text = _decode_all(src, listing, box, size, progress)
+        if not names:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {src.path}")
+        keep, identities = _assign_identities(src, names, ident_text)
+        if not keep:
+            raise ValueError(f"no image of {src.path} lies in an identity folder (<identity>/<image>)")
+        order = sorted(range(len(keep)), key=lambda j: (identities[j], names[keep[j]]))
+        classes = sorted(set(identities))
+        index = {c: k for k, c in enumerate(classes)}
+        return {"images": torch.from_numpy(np.stack([arrays[keep[j]] for j in order])),
+                "labels": torch.tensor([index[identities[j]] for j in order], dtype=torch.int64),
+                "classes": [f"{src.name}:{c}" for c in classes], "files": [names[keep[j]] for j in order]}
+
+    blob, _ = cached("faces", config, decode, name=f"{src.name}-{size}px", enabled=cache, mmap=True)
+    return FaceSet(blob["images"], blob["labels"], list(blob["classes"]), src.name, tuple(blob["files"]))
 
 
 def load_faces(dataset: str, root: str | os.PathLike | None = None, *, crop: Box | None = None, size: int = 64,

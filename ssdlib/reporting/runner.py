@@ -1,6 +1,6 @@
 """Execute the book's notebooks with papermill at a scale profile, skipping those already up to date.
 
-Usage: ``python -m ssdlib.runner --scale cpu [--only solver] [-p name value] [--force]``.
+Usage: ``python -m ssdlib.reporting.runner --scale cpu [--only solver] [-p name value] [--force]``.
 The order and the executed copies come from ``_toc.yml`` (entries under ``executed/``); parameters come from
 ``notebooks/scales.yml`` (``common``, then the notebook's own entry) plus ``-p`` overrides.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from .utils import REPO_ROOT
+from ..scales import SCALES
+from ..utils import REPO_ROOT
 
-SCALES = ("smoke", "cpu", "paper")
 EXECUTED = "executed"
 
 

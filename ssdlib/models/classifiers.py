@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..scales import check_scale
+
 FAMILIES = ("ir152", "vgg16")
-SCALES = ("smoke", "cpu", "paper")
 
 # One table of architectures: (family, scale) -> constructor keyword arguments.
 #  vgg16: ``width`` = channels of the first stage (x1, x2, x4, x8, x8 for the five stages);
@@ -198,8 +199,7 @@ def build_model(family: str, num_classes: int, scale: str = "cpu", **overrides) 
     """Build the ``family`` member for ``scale`` from ``ARCHITECTURES`` (``overrides`` replace table entries)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; valid: {', '.join(FAMILIES)}")
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+    check_scale(scale)
     kwargs = {**ARCHITECTURES[(family, scale)], **overrides}
     return (IRNet if family == "ir152" else VGG16BN)(num_classes, **kwargs)
 

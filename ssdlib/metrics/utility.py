@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .information import cmi
+from ..information import cmi
 
 
 def utility_metrics(base_probs: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> dict:

@@ -1,16 +1,12 @@
-"""Evaluation classifier (a head on dlib's pretrained face embedding) and feature distances to the private images.
+"""The evaluation classifier: a head on dlib's pretrained face embedding that judges reconstructions.
 
-The attack metrics Acc@1/Acc@5 and "KNN Dist" of model-inversion papers need a judge that is independent of, and
-more accurate than, the attacked target models (CNNs trained from scratch): here a multinomial logistic regression
-(or small MLP) on dlib's 128-d descriptors, trained on the private train split, selected on the valid split.
-Measured (default split, seed 0; linear head): CelebA 181 identities (3768/468/468 images) test Acc@1 95.3%,
-Acc@5 98.9%; LFW 62 identities (1731/212/212) Acc@1 99.1%, Acc@5 100%. A 256-unit MLP head (CelebA 94.4%) and
-L2-normalised embeddings (95.1%) did no better. KNN distance of test images to their own class 0.36 (CelebA) /
-0.33 (LFW) vs 0.73 / 0.70 to a random other class (own smaller for 99.8% / 100% of images).
+The attack metrics Acc@1/Acc@5 of model-inversion papers need a judge that is independent of, and more accurate
+than, the attacked targets: here a multinomial logistic regression (or a small MLP) on dlib's 128-d descriptors,
+trained on the private train split with the weight decay chosen on the valid split. Its accuracies are measured by
+the evaluation notebook; :meth:`EvaluationClassifier.features` gives the penultimate features behind delta_eval.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -19,32 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache import atomic_save
+from ..utils import seed_everything
+from ..data.faceset import check_faceset, check_labels
 from .embedding import EMBEDDING_DIM, DlibEmbedder, check_images
-from .utils import atomic_save, cache_dir, config_hash, seed_everything
 
 DEFAULT_WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
-
-
-def _check_faceset(faceset, what: str):
-    if not all(hasattr(faceset, a) for a in ("images", "labels", "classes", "float_images")):
-        raise ValueError(f"{what} must be a ssdlib.data.FaceSet, got {type(faceset).__name__}")
-    if len(faceset) == 0:
-        raise ValueError(f"{what} is empty")
-    return faceset
-
-
-def _check_labels(labels, n: int, num_classes: int) -> torch.Tensor:
-    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).cpu()
-    if labels.is_floating_point() or labels.shape != (n,):
-        raise ValueError(f"labels must be {n} integers (one per image), got {labels.dtype} {tuple(labels.shape)}")
-    labels = labels.long()
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {int(labels.min())}..{int(labels.max())}")
-    return labels
-
-
-def _embed(images, embedder: DlibEmbedder | None) -> torch.Tensor:
-    return (embedder or DlibEmbedder()).embed(check_images(images))
 
 
 def _make_head(num_classes: int, hidden: int) -> nn.Module:
@@ -89,6 +65,19 @@ class EvaluationClassifier(nn.Module):
             raise ValueError(f"embeddings must have shape [N, {EMBEDDING_DIM}], got {tuple(emb.shape)}")
         return self.head((emb.to(self.mean) - self.mean) / self.scale)
 
+    def features_from_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
+        """Penultimate features: the standardised embedding (linear head) or the hidden layer (MLP head)."""
+        if emb.ndim != 2 or emb.shape[1] != EMBEDDING_DIM:
+            raise ValueError(f"embeddings must have shape [N, {EMBEDDING_DIM}], got {tuple(emb.shape)}")
+        z = (emb.to(self.mean) - self.mean) / self.scale
+        return z if self.hidden == 0 else self.head[1](self.head[0](z))
+
+    @torch.no_grad()
+    def features(self, images) -> torch.Tensor:
+        """Penultimate features of float images ``[N, 3, S, S]`` in [0, 1] (the space of delta_eval)."""
+        self.eval()
+        return self.features_from_embeddings(self._embedder().embed(check_images(images)))
+
     def forward(self, images) -> torch.Tensor:
         """Logits ``[N, K]`` of float images ``[N, 3, S, S]`` in [0, 1] (no gradient flows through dlib)."""
         return self.logits_from_embeddings(self._embedder().embed(check_images(images)))
@@ -114,7 +103,7 @@ class EvaluationClassifier(nn.Module):
         if not ks or any(not isinstance(j, (int, np.integer)) or j < 1 for j in ks):
             raise ValueError(f"k must be positive integers, got {k!r}")
         emb = embeddings if embeddings is not None else self._embedder().embed(check_images(images))
-        labels = _check_labels(labels, len(emb), self.num_classes)
+        labels = check_labels(labels, len(emb), self.num_classes)
         self.eval()
         logits = self.logits_from_embeddings(emb)
         top = logits.topk(min(max(ks), self.num_classes), dim=-1).indices.cpu()
@@ -125,7 +114,7 @@ class EvaluationClassifier(nn.Module):
     def fit(self, train_set, valid_set, embedder: DlibEmbedder | None = None, *,
             weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, max_iter: int = 300, seed: int = 0) -> EvaluationClassifier:
         """Train the head on ``train_set`` for each weight decay; keep the one with the best ``valid_set`` accuracy."""
-        train_set, valid_set = _check_faceset(train_set, "train_set"), _check_faceset(valid_set, "valid_set")
+        train_set, valid_set = check_faceset(train_set, "train_set"), check_faceset(valid_set, "valid_set")
         if list(train_set.classes) != self.classes or list(valid_set.classes) != self.classes:
             raise ValueError("train_set and valid_set must have the classifier's classes (same names, same order)")
         if not weight_decays or any(w < 0 for w in weight_decays):
@@ -140,8 +129,8 @@ class EvaluationClassifier(nn.Module):
     def fit_embeddings(self, e_train, y_train, e_valid, y_valid, *, weight_decays=DEFAULT_WEIGHT_DECAYS,
                        max_iter: int = 300, seed: int = 0) -> EvaluationClassifier:
         """:meth:`fit` on precomputed embeddings (full-batch L-BFGS on cross-entropy + weight decay)."""
-        y_train = _check_labels(y_train, len(e_train), self.num_classes)
-        y_valid = _check_labels(y_valid, len(e_valid), self.num_classes)
+        y_train = check_labels(y_train, len(e_train), self.num_classes)
+        y_valid = check_labels(y_valid, len(e_valid), self.num_classes)
         e_train, e_valid = e_train.float(), e_valid.float()
         with torch.no_grad():
             self.mean.copy_(e_train.mean(0))
@@ -183,10 +172,21 @@ class EvaluationClassifier(nn.Module):
             acc = float((head(x_valid).argmax(-1) == y_valid).float().mean())
         return acc, head.state_dict()
 
+    def to_payload(self) -> dict:
+        """The head, the standardisation, the classes and the metrics as a plain dict (a few hundred kB at most)."""
+        return {"classes": self.classes, "hidden": self.hidden, "state": self.state_dict(), "metrics": self.metrics}
+
+    @classmethod
+    def from_payload(cls, blob: dict, embedder: DlibEmbedder | None = None) -> EvaluationClassifier:
+        """The classifier of a :meth:`to_payload` dict."""
+        model = cls(blob["classes"], hidden=blob["hidden"], embedder=embedder)
+        model.load_state_dict(blob["state"])
+        model.metrics = dict(blob.get("metrics", {}))
+        return model.eval()
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the head, the standardisation, the classes and the metrics (a few hundred kB at most)."""
-        blob = {"classes": self.classes, "hidden": self.hidden, "state": self.state_dict(), "metrics": self.metrics}
-        return atomic_save(blob, path)
+        """Write :meth:`to_payload` to ``path`` atomically."""
+        return atomic_save(self.to_payload(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, embedder: DlibEmbedder | None = None) -> EvaluationClassifier:
@@ -194,73 +194,4 @@ class EvaluationClassifier(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no evaluation classifier at {path}")
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        model = cls(blob["classes"], hidden=blob["hidden"], embedder=embedder)
-        model.load_state_dict(blob["state"])
-        model.metrics = dict(blob.get("metrics", {}))
-        return model.eval()
-
-
-def _fingerprint(faceset) -> str:
-    digest = hashlib.sha256()
-    digest.update(faceset.images.numpy().tobytes())
-    digest.update(faceset.labels.numpy().tobytes())
-    digest.update("\n".join(faceset.classes).encode())
-    return digest.hexdigest()[:16]
-
-
-def train_or_load_evaluator(private_data, *, embedder: DlibEmbedder | None = None, hidden: int = 0,
-                            weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, seed: int = 0,
-                            cache: bool = True) -> EvaluationClassifier:
-    """The evaluation classifier of a ``PrivateData`` (train/valid/test), cached by a hash of data and config.
-
-    ``metrics`` holds valid accuracy and test ``acc@1``/``acc@5`` measured on the test split.
-    """
-    for split in ("train", "valid", "test"):
-        if not hasattr(private_data, split):
-            raise ValueError(f"private_data must have train/valid/test FaceSets (ssdlib.data.PrivateData), "
-                             f"missing {split!r}")
-    config = {"kind": "dlib-head", "hidden": hidden, "weight_decays": [float(w) for w in weight_decays],
-              "seed": seed, "data": [_fingerprint(getattr(private_data, s)) for s in ("train", "valid", "test")]}
-    name = getattr(private_data, "dataset", "private")
-    path = cache_dir("evaluators") / f"{name}-{config_hash(config)}.pt"
-    embedder = embedder or DlibEmbedder()
-    if cache and path.is_file():
-        return EvaluationClassifier.load(path, embedder=embedder)
-    model = EvaluationClassifier(private_data.train.classes, hidden=hidden, embedder=embedder)
-    model.fit(private_data.train, private_data.valid, weight_decays=weight_decays, seed=seed)
-    test = _check_faceset(private_data.test, "test split")
-    model.metrics.update({f"test_{k}": v for k, v in model.topk_accuracy(test.float_images(), test.labels).items()})
-    model.metrics.update(n_train=len(private_data.train), n_valid=len(private_data.valid), n_test=len(test),
-                         num_classes=model.num_classes)
-    if cache:
-        model.save(path)
-    return model
-
-
-def _class_distances(images, labels, private_set, embedder, reduce: str) -> torch.Tensor:
-    private_set = _check_faceset(private_set, "private_set")
-    embedder = embedder or DlibEmbedder()
-    emb = _embed(images, embedder)
-    labels = _check_labels(labels, len(emb), private_set.num_classes)
-    ref = embedder.embed_faceset(private_set)
-    out = torch.full((len(emb),), float("nan"))
-    for c in labels.unique().tolist():
-        mine, theirs = labels == c, ref[private_set.labels == c]
-        if len(theirs) == 0:
-            raise ValueError(f"private_set has no image of class {c} ({private_set.classes[c]})")
-        if reduce == "knn":
-            out[mine] = torch.cdist(emb[mine], theirs, compute_mode="donot_use_mm_for_euclid_dist").min(1).values  # exact 0 for copies
-        else:
-            out[mine] = (emb[mine] - theirs.mean(0)).norm(dim=1)
-    return out
-
-
-def knn_distance(images, labels, private_set, embedder: DlibEmbedder | None = None) -> torch.Tensor:
-    """Per-image L2 distance (dlib embedding) to the nearest private image of its class ("KNN Dist"), ``[N]``."""
-    return _class_distances(images, labels, private_set, embedder, "knn")
-
-
-def centroid_distance(images, labels, private_set, embedder: DlibEmbedder | None = None) -> torch.Tensor:
-    """Per-image L2 distance (dlib embedding) to the mean private embedding of its class, ``[N]``."""
-    return _class_distances(images, labels, private_set, embedder, "centroid")
+        return cls.from_payload(torch.load(path, map_location="cpu", weights_only=False), embedder=embedder)

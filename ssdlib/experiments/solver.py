@@ -1,51 +1,17 @@
-"""Timing helpers for the solver benchmark (the paper's Table 6): random classifier-like rows, timers, the sweep.
-
-Speed targets are reported as ratios measured within one run (never as timed tests), see benchmarks/bench_solver.py.
-"""
+"""The solver chapter's experiments: exactness against the oracle and the references, the Table 6 sweep, and the
+overhead of SSD on a classifier's forward pass (a Table 5 analogue, one definition for the book and the GPU check)."""
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .solver import waterfill, waterfill_loop, waterfill_passes, waterfill_sort
-from .utils import resolve_device
-
-__all__ = ["time_call", "random_rows", "memory_floor", "table6_sweep", "METHODS", "DEFAULT_CAPS"]
-
-
-def _sync(device: torch.device | None) -> None:
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_call(fn: Callable, *args, repeat: int = 5, warmup: int = 1, device=None, stat: str = "median",
-              min_time: float = 0.0, max_repeat: int = 100, **kwargs) -> float:
-    """Wall time in seconds of ``fn(*args, **kwargs)``: the ``stat`` ("median" or "min") over at least ``repeat``
-    runs after ``warmup`` calls, repeating (up to ``max_repeat``) until the runs total ``min_time`` seconds.
-
-    "min" is the robust choice for ratios of deterministic code on a shared machine: noise only ever adds time.
-    """
-    if repeat < 1 or warmup < 0 or max_repeat < repeat:
-        raise ValueError(f"need repeat >= 1, warmup >= 0, max_repeat >= repeat; got {repeat}, {warmup}, {max_repeat}")
-    if stat not in ("median", "min"):
-        raise ValueError(f"stat must be 'median' or 'min', got {stat!r}")
-    dev = torch.device(device) if device is not None else None
-    for _ in range(warmup):
-        fn(*args, **kwargs)
-    _sync(dev)
-    times: list[float] = []
-    while len(times) < repeat or (sum(times) < min_time and len(times) < max_repeat):
-        _sync(dev)
-        t0 = time.perf_counter()
-        fn(*args, **kwargs)
-        _sync(dev)
-        times.append(time.perf_counter() - t0)
-    return min(times) if stat == "min" else statistics.median(times)
+from ..solver import waterfill, waterfill_loop, waterfill_passes, waterfill_sort
+from ..timing import memory_floor, time_call
+from ..utils import resolve_device
 
 
 def random_rows(
@@ -86,14 +52,6 @@ def random_rows(
         f[s : s + step] = rows(min(step, B - s), classes[labels[s : s + step]]).to(dtype)
     q = qk[labels]
     return f.to(dev), q.to(dev)
-
-
-def memory_floor(f: torch.Tensor, q: torch.Tensor, *, repeat: int = 5, out: torch.Tensor | None = None,
-                 **timing) -> float:
-    """Memory-traffic floor: time of one elementwise pass reading f and q and writing p (torch.add); ``timing``
-    goes to :func:`time_call` (stat, min_time)."""
-    p = torch.empty_like(f) if out is None else out
-    return time_call(torch.add, f, q, repeat=repeat, device=f.device, out=p, **timing)
 
 
 #: methods the sweep knows: name -> callable(f, q, eps)
@@ -169,3 +127,90 @@ def table6_sweep(
     if "waterfill_ms" in df:
         df["waterfill_over_floor"] = df["waterfill_ms"] / df["floor_ms"]
     return df
+
+
+def _kl(x: np.ndarray, q: np.ndarray) -> float:
+    mask = x > 0
+    return float(np.sum(x[mask] * np.log(x[mask] / q[mask])))
+
+
+def oracle_comparison(n_instances: int, max_classes: int = 30, *, seed: int = 0,
+                      progress: bool = True) -> tuple[pd.DataFrame, int]:
+    """Random rows (flat or peaked f and q, exact zeros in f every fifth row, budgets from 0 to beyond
+    ||q - f||_1) solved by :func:`ssdlib.waterfill` and by the cvxpy oracle; returns (per-instance table, skipped).
+
+    A row is skipped only when cvxpy does not certify its answer as optimal. Columns: C, eps/||q - f||_1, the
+    largest entrywise difference, both KL values, their difference (ours - oracle) and ours' L1 change.
+    """
+    from tqdm.auto import tqdm
+
+    from ..solver.oracle import waterfill_cvxpy
+
+    if n_instances < 1 or max_classes < 3:
+        raise ValueError(f"need n_instances >= 1 and max_classes >= 3, got {n_instances}, {max_classes}")
+    rng = np.random.default_rng(seed)
+    records, skipped = [], 0
+    for i in tqdm(range(n_instances), desc="oracle", disable=not progress):
+        C = int(rng.integers(3, max_classes + 1))
+        f = rng.dirichlet(np.full(C, rng.choice([0.1, 0.5, 2.0])))
+        q = rng.dirichlet(np.full(C, rng.choice([0.3, 1.0, 5.0])))
+        if i % 5 == 0:  # exact zeros in f
+            f[rng.integers(0, C)] = 0.0
+            f /= f.sum()
+        gap = np.abs(q - f).sum()
+        eps = float(rng.uniform(0.0, 1.2) * gap)
+        p = waterfill(torch.tensor(f), torch.tensor(q), eps).numpy()
+        try:
+            p_star = waterfill_cvxpy(f, q, eps)
+        except RuntimeError:  # the oracle did not certify optimality: no reference for this row
+            skipped += 1
+            continue
+        records.append({"C": C, "eps_over_gap": eps / gap, "max_abs_err": float(np.abs(p - p_star).max()),
+                        "kl_ours": _kl(p, q), "kl_oracle": _kl(p_star, q), "l1": float(np.abs(p - f).sum()),
+                        "eps": eps})
+    table = pd.DataFrame(records)
+    table["kl_excess"] = table.kl_ours - table.kl_oracle
+    return table, skipped
+
+
+def reference_agreement(classes: Sequence[int], batch: int = 256, *, eps: float = 0.5,
+                        seed: int = 0) -> pd.DataFrame:
+    """Largest difference of :func:`ssdlib.waterfill` from Algorithm 3 (batched sort) and Algorithm 2 (per row)
+    in float64 at each class count, with the largest number of passes over a row."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for C in classes:
+        f, q = random_rows(batch if C <= 10000 else 16, int(C), generator=gen, dtype=torch.float64)
+        p = waterfill(f, q, eps)
+        n_loop = min(8, f.shape[0])
+        rows.append({"C": int(C), "B": f.shape[0],
+                     "max |waterfill - Alg. 3|": (p - waterfill_sort(f, q, eps)).abs().max().item(),
+                     "max |waterfill - Alg. 2|": (p[:n_loop] - waterfill_loop(f[:n_loop], q[:n_loop], eps))
+                     .abs().max().item(),
+                     "passes (max)": int(waterfill_passes(f, q, eps).max())})
+    return pd.DataFrame(rows)
+
+
+def ssd_overhead(model: torch.nn.Module, defense: Callable, images: torch.Tensor, *, repeat: int = 10,
+                 warmup: int = 2) -> dict:
+    """Milliseconds of a forward pass with and without the post-processing ``defense(probs, inputs=images)``, and
+    the defense alone on the same probabilities; ``overhead_pct`` = defense alone / forward (the direct measurement;
+    a difference of two noisy forward timings is less reliable). Times are minima over ``repeat`` runs."""
+    device = images.device
+    model.eval()
+
+    @torch.no_grad()
+    def plain():
+        return torch.softmax(model(images), -1)
+
+    @torch.no_grad()
+    def defended():
+        return defense(torch.softmax(model(images), -1), inputs=images)
+
+    probs = plain()
+    timing = dict(repeat=repeat, warmup=warmup, device=device, stat="min")
+    t_plain = time_call(plain, **timing)
+    t_defended = time_call(defended, **timing)
+    t_alone = time_call(lambda: defense(probs, inputs=images), **timing)
+    return {"forward_ms": 1e3 * t_plain, "forward+SSD_ms": 1e3 * t_defended, "SSD_alone_ms": 1e3 * t_alone,
+            "overhead_%": 100 * t_alone / t_plain, "batch": int(images.shape[0]), "classes": int(probs.shape[-1])}

@@ -1,0 +1,104 @@
+"""The target models of each setting: the private data, the public backbone, and the models under each defense.
+
+Every artifact is cached (``ssdlib.cache``), so chapters that need a target load it instead of training it.
+"""
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+from torch import nn
+
+from .. import data as D
+from ..defenses import TRAINING_DEFENSES, TransferLearning, build_defense
+from ..scales import check_scale
+from ..training import TrainConfig, evaluate, train_or_load
+from ..utils import data_root
+from .settings import PRETRAIN_LIMITS, PRIVATE_LIMITS, recipe, setting
+
+
+def default_config(family: str, scale: str, num_classes: int, defense: str = "none", **overrides) -> TrainConfig:
+    """The recipe of ``scale`` for ``family`` with ``overrides`` applied."""
+    return TrainConfig(family=family, scale=scale, num_classes=num_classes, defense=defense,
+                       **{**recipe(scale), **overrides})
+
+
+@functools.lru_cache(maxsize=8)
+def _private(dataset: str, scale: str, seed: int, root: str) -> D.PrivateData:
+    return D.private_split(dataset, root, seed=seed, **PRIVATE_LIMITS[scale])
+
+
+def private_data(dataset: str, scale: str, *, seed: int = 0, root=None) -> D.PrivateData:
+    """The private train/valid/test split of ``dataset`` at ``scale`` (memoised; decoded images are cached)."""
+    check_scale(scale)
+    return _private(dataset, scale, seed, str(data_root(root)))
+
+
+@functools.lru_cache(maxsize=4)
+def _pretrain(scale: str, seed: int, root: str) -> D.FaceSet:
+    return D.public_set(root, seed=seed, **PRETRAIN_LIMITS[scale])
+
+
+def pretraining_data(scale: str, *, seed: int = 0, root=None) -> D.FaceSet:
+    """Public identities with enough images to pretrain a backbone by identity classification."""
+    check_scale(scale)
+    return _pretrain(scale, seed, str(data_root(root)))
+
+
+def pretrain_public(family: str, scale: str, public_set, *, config: TrainConfig | None = None,
+                    epochs: int | None = None, device=None, cache: bool = True, progress: bool = True) -> nn.Module:
+    """Train (or load from the cache) a ``family`` classifier over the public identities: the backbone shared by
+    every setting of that family. ``epochs`` overrides the scale's recipe."""
+    if config is None:
+        config = default_config(family, scale, public_set.num_classes, **({"epochs": epochs} if epochs else {}))
+    elif not isinstance(config, TrainConfig) or config.defense != "none":
+        raise ValueError("config must be a TrainConfig without a defense")
+    model, _ = train_or_load(config, public_set, None, device=device, cache=cache, progress=progress)
+    return model
+
+
+def defense_params(name: str, defense: str) -> dict:
+    """The hyper-parameters of ``defense`` in setting ``name`` (empty: the class defaults)."""
+    setting(name)
+    if defense not in TRAINING_DEFENSES:
+        raise ValueError(f"unknown training-time defense {defense!r}; valid: {', '.join(TRAINING_DEFENSES)}")
+    return {}
+
+
+def train_target(name: str, defense: str = "none", scale: str = "cpu", *, device=None, seed: int = 0, root=None,
+                 progress: bool = True, train_seed: int | None = None, cache: bool = True,
+                 **overrides) -> tuple[nn.Module, dict]:
+    """Train (or load from the cache) the target model of setting ``name`` under a training-time ``defense``.
+
+    ``seed`` fixes the private split (and, by default, training); ``train_seed`` reseeds only the initialisation
+    and batch order, to measure how much accuracy moves between training runs on the same split."""
+    s = setting(name)
+    params = defense_params(name, defense)
+    data = private_data(s.dataset, scale, seed=seed, root=root)
+    if defense == "tl":
+        backbone = pretrain_public(s.family, scale, pretraining_data(scale, seed=seed, root=root), device=device,
+                                   progress=progress, cache=cache)
+        strategy = TransferLearning(backbone, **params)
+    else:
+        strategy = build_defense(defense, **params)
+    config = default_config(s.family, scale, data.num_classes, defense=defense,
+                            defense_params=params if defense != "tl" else {},
+                            seed=seed if train_seed is None else int(train_seed), **overrides)
+    return train_or_load(config, data.train, data.valid, defense=strategy, device=device, progress=progress,
+                         cache=cache)
+
+
+def seed_spread(name: str, scale: str, train_seeds, *, device=None, seed: int = 0, root=None,
+                progress: bool = False) -> pd.DataFrame:
+    """Test accuracy of the undefended target retrained with each training seed on the same split (the run-to-run
+    spread against which differences between defenses are read)."""
+    s = setting(name)
+    data = private_data(s.dataset, scale, seed=seed, root=root)
+    rows = []
+    for train_seed in train_seeds:
+        model, info = train_target(name, "none", scale, device=device, seed=seed, root=root,
+                                   train_seed=int(train_seed), progress=progress)
+        rows.append({"training seed": int(train_seed),
+                     "test_acc": 100 * evaluate(model, data.test, device=device)["accuracy"],
+                     "train_minutes": info["train_seconds"] / 60, "cached": info["cached"]})
+    return pd.DataFrame(rows)
