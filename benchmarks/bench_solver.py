@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ssdlib.benchmark import DEFAULT_CAPS, METHODS, table6_sweep  # noqa: E402
+from ssdlib.experiments.solver import DEFAULT_CAPS, METHODS, table6_sweep  # noqa: E402
 from ssdlib.utils import resolve_device  # noqa: E402
 
 

@@ -16,9 +16,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ssdlib import SSD, estimate_q_table  # noqa: E402
-from ssdlib.baselines import build_defense  # noqa: E402
-from ssdlib.benchmark import time_call  # noqa: E402
+from ssdlib.defenses import build_defense  # noqa: E402
+from ssdlib.experiments.solver import ssd_overhead  # noqa: E402
 from ssdlib.models import build_model, count_parameters  # noqa: E402
+from ssdlib.timing import time_call  # noqa: E402
 from ssdlib.training import TrainConfig, fit  # noqa: E402
 
 
@@ -64,16 +65,12 @@ def main(argv=None) -> int:
         model = build_model(family, args.classes, "paper").to(dev).eval()
         with torch.no_grad():
             probs = torch.softmax(model(x), -1)
-        ssd = SSD(estimate_q_table(probs, probs.argmax(-1), args.classes, missing="uniform"), T=0.1, eps=0.5)
-        defended = ssd.wrap(model)
-        plain = torch.no_grad()(lambda inp: torch.softmax(model(inp), -1))
-        t_plain = time_call(plain, x, repeat=args.repeat, warmup=2, device=dev)
-        t_def = time_call(defended, x, repeat=args.repeat, warmup=2, device=dev)
-        row = {"family": family, "forward_ms": 1e3 * t_plain, "forward_ssd_ms": 1e3 * t_def,
-               "overhead_pct": 100 * (t_def - t_plain) / t_plain}
+        ssd = SSD(estimate_q_table(probs, probs.argmax(-1), args.classes, missing="uniform"), T=0.1, eps=0.5,
+                  seed=0).to(dev)
+        row = {"family": family, **ssd_overhead(model, ssd, x, repeat=args.repeat)}
+        print(f"{family:6s} forward {row['forward_ms']:.2f} ms, SSD alone {row['SSD_alone_ms']:.2f} ms "
+              f"(+{row['overhead_%']:.1f}%)")
         report["overhead"].append(row)
-        print(f"{family:6s} forward {row['forward_ms']:.2f} ms, with SSD {row['forward_ssd_ms']:.2f} ms "
-              f"(+{row['overhead_pct']:.1f}%)")
     # a short real fit through the shared loop on CUDA (random faces-shaped data), with checkpointing
     n = args.fit_images
     images = (torch.rand(n, 3, 64, 64, generator=g) * 255).to(torch.uint8)

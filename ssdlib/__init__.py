@@ -4,13 +4,14 @@ The public API: :class:`SSD` (and :func:`estimate_q_table`), the exact solver :f
 oracle :class:`BlackBox` through which attacks query a target, and the information measures. See ARCHITECTURE.md
 for what each subpackage holds.
 """
+from . import paper
 from .blackbox import BlackBox, QueryBudgetExceeded
 from .defenses.ssd import SSD, DefendedModel, estimate_q_table
 from .information import cmi, conditional_mutual_information, entropy, kl_divergence, mutual_information
 from .solver import waterfill
 
 __all__ = [
-    "SSD", "DefendedModel", "estimate_q_table", "waterfill", "BlackBox", "QueryBudgetExceeded",
+    "SSD", "DefendedModel", "estimate_q_table", "waterfill", "BlackBox", "QueryBudgetExceeded", "paper",
     "cmi", "conditional_mutual_information", "entropy", "kl_divergence", "mutual_information",
 ]
 __version__ = "0.2.0"

@@ -1,6 +1,27 @@
-"""Shared fixtures."""
+"""Shared fixtures, and a temporary cache for the whole test session.
+
+Tests never read models, evaluators or attack runs that an earlier build cached: ``SSD_CACHE_DIR`` points to a
+fresh folder. Decoded faces and dlib embeddings, which are content-addressed inputs (keyed by the source files or
+the image bytes) and slow to recompute, are linked in from the user's cache when it has them.
+"""
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
+
+from ssdlib.cache import cache_root
+
+_USER_CACHE = cache_root()
+_TEST_CACHE = Path(tempfile.mkdtemp(prefix="ssdlib-test-cache-"))
+for _kind in ("faces", "embeddings"):
+    if (_USER_CACHE / _kind).is_dir():
+        (_TEST_CACHE / _kind).symlink_to(_USER_CACHE / _kind, target_is_directory=True)
+os.environ["SSD_CACHE_DIR"] = str(_TEST_CACHE)
+atexit.register(shutil.rmtree, _TEST_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

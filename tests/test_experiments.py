@@ -12,8 +12,8 @@ pytestmark = pytest.mark.skipif(not data_root().exists(), reason=f"no face data 
 
 
 def test_settings_mirror_the_paper():
-    assert [s.paper_setting for s in E.SETTINGS.values()] == ["CelebA / IR-152", "FaceScrub / IR-152",
-                                                              "FaceScrub / VGG-16"]
+    assert [s.paper_setting for s in E.SETTINGS.values()] == ["IR-152/CelebA", "IR-152/FaceScrub",
+                                                              "VGG-16/FaceScrub"]
     with pytest.raises(ValueError, match="unknown setting"):
         E.setting("mnist_mlp")
     with pytest.raises(ValueError, match="unknown training-time defense"):
@@ -50,6 +50,30 @@ def test_ssd_bound_and_metrics_on_real_outputs(smoke_outputs, unit, eps):
 def test_our_settings_name_paper_settings():
     from ssdlib import paper
     assert {s.paper_setting for s in E.SETTINGS.values()} == set(paper.SETTINGS)
+
+
+# The paper's Table 4 (submitted version, Appendix B), typed here from the paper so that a change of the defaults
+# fails; LFW settings take FaceScrub's values.
+TABLE4 = {
+    "celeba_ir152": {"mid": {"beta": 0.005}, "bido": {"lambda_x": 0.001, "lambda_y": 0.01}, "ls": {"alpha": -0.05},
+                     "ssd": (0.03, 1.0)},
+    "lfw_ir152": {"mid": {"beta": 0.01}, "bido": {"lambda_x": 0.01, "lambda_y": 0.1}, "ls": {"alpha": -0.1},
+                  "ssd": (0.05, 1.0)},
+    "lfw_vgg16": {"mid": {"beta": 0.02}, "bido": {"lambda_x": 0.002, "lambda_y": 0.02}, "ls": {"alpha": -0.1},
+                  "ssd": (0.3, 1.0)},
+}
+
+
+@pytest.mark.parametrize("name", list(TABLE4))
+def test_defaults_are_the_papers_table4(name):
+    for defense in ("mid", "bido", "ls"):
+        assert E.defense_params(name, defense) == TABLE4[name][defense]
+    assert E.defense_params(name, "tl") == {"freeze_fraction": 0.5} and E.defense_params(name, "none") == {}
+    T, eps = TABLE4[name]["ssd"]
+    assert E.ssd_params(name) == {"T": T, "eps": eps, "entropy": "normalized", "estimator": "single"}
+    code = E.ssd_params(name, "ssd_code")  # the authors' code: T = 0.1, nats, eps as in the final version
+    assert (code["T"], code["entropy"], code["estimator"]) == (0.1, "nats", "mean")
+    assert code["eps"] == {"celeba_ir152": 0.35, "lfw_ir152": 0.5, "lfw_vgg16": 0.8}[name]
 
 
 def test_train_seed_gives_another_reproducible_model(one_thread):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import paper
+from ..defenses import TRAINING_DEFENSES
 from ..scales import check_scale
 
 
@@ -23,10 +25,28 @@ class Setting:
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
-    Setting("celeba_ir152", "celeba", "ir152", "CelebA / IR-152", "IR-152/CelebA"),
-    Setting("lfw_ir152", "lfw", "ir152", "LFW / IR-152", "IR-152/FaceScrub"),
-    Setting("lfw_vgg16", "lfw", "vgg16", "LFW / VGG-16", "VGG-16/FaceScrub"),
-)}
+    Setting(name, dataset, family, title, paper.PAPER_SETTING[name]) for name, dataset, family, title in (
+        ("celeba_ir152", "celeba", "ir152", "CelebA / IR-152"),
+        ("lfw_ir152", "lfw", "ir152", "LFW / IR-152"),
+        ("lfw_vgg16", "lfw", "vgg16", "LFW / VGG-16"),
+    ))}
+
+#: The paper's version whose Table 4 sets the training-time defenses and the main SSD row.
+VERSION = "submitted"
+#: The SSD variants every utility and attack table shows: the submitted paper's settings (Table 4: normalised
+#: entropy, per-setting T, eps = 1, q^y from ONE validation sample, Algorithm 1) and the authors' released code
+#: (entropy in nats, T = 0.1, eps per setting as in the final version's Table 5, q^y the validation mean).
+SSD_VARIANTS = {"ssd": "submitted", "ssd_code": "iclr2025"}
+SSD_VARIANT_TITLES = {"ssd": "SSD (paper, Table 4)", "ssd_code": "SSD (authors' code)"}
+#: Values the paper leaves open, chosen by this project, with the source each follows.
+PROJECT_CHOICES = {
+    "mid": {"k": "half the feature size (feat_dim // 2), as in the VIB code released with BiDO "
+                 "(Defend_MI, BiDO/model.py VGG16_vib)"},
+    "bido": {"sigma": "5.0, with the normalised HSIC estimator and a linear kernel on one-hot labels (BiDO's "
+                      "README and train_HSIC.py, CelebA/VGG-16 setting)"},
+    "ls": {"start, full": "the smoothing factor is 0 for the first half of training, then ramps linearly to its "
+                          "final value at 3/4 of it (Struppek et al.'s ls_scheduler, scaled to our epochs)"},
+}
 
 #: How much private data each scale uses (smoke keeps the identities with most images).
 PRIVATE_LIMITS = {"smoke": {"max_identities": 10, "max_per_identity": 20}, "cpu": {}, "paper": {}}
@@ -45,6 +65,29 @@ def setting(name: str) -> Setting:
     if name not in SETTINGS:
         raise ValueError(f"unknown setting {name!r}; valid: {', '.join(SETTINGS)}")
     return SETTINGS[name]
+
+
+def defense_params(name: str, defense: str) -> dict:
+    """Keyword arguments of the training-time ``defense`` in setting ``name``: the paper's Table 4 values
+    (:data:`VERSION`); parameters the paper leaves open keep the class defaults (:data:`PROJECT_CHOICES`)."""
+    setting(name)
+    if defense not in TRAINING_DEFENSES:
+        raise ValueError(f"unknown training-time defense {defense!r}; valid: {', '.join(TRAINING_DEFENSES)}")
+    hp = paper.hyperparameters(name, VERSION)
+    return {"none": {}, "mid": {"beta": hp["mid_beta"]},
+            "bido": {"lambda_x": hp["bido_lambda_x"], "lambda_y": hp["bido_lambda_y"]},
+            "ls": {"alpha": hp["ls_alpha"]}, "tl": {"freeze_fraction": hp["tl_frozen_fraction"]}}[defense]
+
+
+def ssd_params(name: str, variant: str = "ssd") -> dict:
+    """Keyword arguments of SSD in setting ``name`` for ``variant`` (see :data:`SSD_VARIANTS`): ``T``, ``eps``,
+    ``entropy`` and the q^y ``estimator`` ("single" or "mean")."""
+    setting(name)
+    if variant not in SSD_VARIANTS:
+        raise ValueError(f"unknown SSD variant {variant!r}; valid: {', '.join(SSD_VARIANTS)}")
+    hp = paper.hyperparameters(name, SSD_VARIANTS[variant])
+    estimator = {"single": "single", "valid_mean": "mean"}[hp["ssd_q_estimator"]]
+    return {"T": hp["ssd_T"], "eps": hp["ssd_eps"], "entropy": hp["ssd_entropy"], "estimator": estimator}
 
 
 def recipe(scale: str) -> dict:

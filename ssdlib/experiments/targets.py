@@ -10,11 +10,11 @@ import pandas as pd
 from torch import nn
 
 from .. import data as D
-from ..defenses import TRAINING_DEFENSES, TransferLearning, build_defense
+from ..defenses import TransferLearning, build_defense
 from ..scales import check_scale
 from ..training import TrainConfig, evaluate, train_or_load
 from ..utils import data_root
-from .settings import PRETRAIN_LIMITS, PRIVATE_LIMITS, recipe, setting
+from .settings import PRETRAIN_LIMITS, PRIVATE_LIMITS, defense_params, recipe, setting
 
 
 def default_config(family: str, scale: str, num_classes: int, defense: str = "none", **overrides) -> TrainConfig:
@@ -55,14 +55,6 @@ def pretrain_public(family: str, scale: str, public_set, *, config: TrainConfig 
         raise ValueError("config must be a TrainConfig without a defense")
     model, _ = train_or_load(config, public_set, None, device=device, cache=cache, progress=progress)
     return model
-
-
-def defense_params(name: str, defense: str) -> dict:
-    """The hyper-parameters of ``defense`` in setting ``name`` (empty: the class defaults)."""
-    setting(name)
-    if defense not in TRAINING_DEFENSES:
-        raise ValueError(f"unknown training-time defense {defense!r}; valid: {', '.join(TRAINING_DEFENSES)}")
-    return {}
 
 
 def train_target(name: str, defense: str = "none", scale: str = "cpu", *, device=None, seed: int = 0, root=None,

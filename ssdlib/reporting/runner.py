@@ -115,6 +115,52 @@ def parse_value(text: str):
         return text
 
 
+def _markdown(text: str, tag: str) -> dict:
+    return {"cell_type": "markdown", "metadata": {"tags": [tag]}, "source": text}
+
+
+def annotate(nb: dict, name: str, scale: str, seconds: float, title: str | None = None) -> dict:
+    """Page furniture of an executed notebook: its title (one per setting for shared sources), a banner with the
+    scale, date and re-run command, and labels on the default and the injected parameter cells."""
+    cells = nb["cells"]
+    if title and cells and cells[0]["cell_type"] == "markdown":
+        lines = "".join(cells[0]["source"]).split("\n")
+        if lines and lines[0].startswith("# "):
+            cells[0]["source"] = "\n".join([f"# {title}"] + lines[1:])
+    date = time.strftime("%Y-%m-%d")
+    banner = (f":::{{note}}\nThis page was built at scale **{scale}** on {date} ({seconds:.0f} s of execution). "
+              f"Re-run it with `python -m ssdlib.reporting.runner --scale {scale} --only {name}` and change a "
+              f"parameter with `-p NAME VALUE`; see {{doc}}`../book/rerun`.\n:::")
+    out = []
+    for i, cell in enumerate(cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "parameters" in tags:
+            out.append(_markdown("**Default parameters** of this notebook (what a live Jupyter session uses):",
+                                 "ssd-label"))
+        if "injected-parameters" in tags:
+            out.append(_markdown(f"**Parameters of this build**, injected by the runner from "
+                                 f"`notebooks/scales.yml` (scale `{scale}`) and `-p` overrides; they replace "
+                                 "the defaults above:", "ssd-label"))
+        out.append(cell)
+        if i == 0:
+            out.append(_markdown(banner, "ssd-banner"))
+    nb["cells"] = out
+    return nb
+
+
+def publish_tables(scale: str) -> list[Path]:
+    """Copy the CSV tables written by the notebooks of ``scale`` to ``executed/tables/``, where the book links them."""
+    src = REPO_ROOT / EXECUTED / scale / "tables"
+    dst = REPO_ROOT / EXECUTED / "tables"
+    copied = []
+    if src.is_dir():
+        dst.mkdir(parents=True, exist_ok=True)
+        for path in sorted(src.glob("*.csv")):
+            shutil.copyfile(path, dst / path.name)
+            copied.append(dst / path.name)
+    return copied
+
+
 def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool = False,
             publish: bool = True, profiles: dict | None = None) -> tuple[bool, float]:
     """Execute one notebook into ``executed/<scale>/``; return (ran, seconds). Raises on the first failing cell.
@@ -126,7 +172,8 @@ def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool
     profiles = load_profiles() if profiles is None else profiles
     source = source_of(name, profiles)
     params = parameters_for(name, scale, profiles, overrides)
-    digest = run_digest(source, params)
+    title = (profiles.get(name) or {}).get("title")
+    digest = run_digest(source, {**params, "_title": title})
     store = REPO_ROOT / EXECUTED / scale
     target = store / f"{name}.ipynb"
     ran, seconds = False, 0.0
@@ -142,7 +189,7 @@ def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool
             print(f"[runner] {name} failed; the partly executed copy is {partial}", file=sys.stderr)
             raise
         seconds = time.perf_counter() - start
-        nb = strip_widgets(json.loads(partial.read_text()))
+        nb = annotate(strip_widgets(json.loads(partial.read_text())), name, scale, seconds, title)
         nb["metadata"]["ssd_runner"] = {"digest": digest, "scale": scale, "parameters": params,
                                         "seconds": round(seconds, 1)}
         tmp = target.with_suffix(".tmp")
@@ -152,6 +199,7 @@ def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool
         ran = True
     if publish:
         shutil.copyfile(target, REPO_ROOT / EXECUTED / f"{name}.ipynb")
+        publish_tables(scale)
     return ran, seconds
 
 

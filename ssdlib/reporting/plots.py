@@ -1,0 +1,145 @@
+"""Figures of the book, drawn with matplotlib at page width (about 7 inches) with legible ticks.
+
+Each function takes computed data (from ``ssdlib.experiments``) and returns the figure; notebooks save and show.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from ..experiments.theory import VERTICES, ball_in_simplex, ssd_step, to_xy
+from ..information import cmi
+from ..solver import waterfill
+
+PAGE_WIDTH = 7.0
+CLASS_COLOURS = ("tab:red", "tab:green", "tab:purple")
+plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
+                     "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 110})
+
+
+def proposition1_scatter(trials: pd.DataFrame):
+    """I(X;Yhat|Y) against I(X;Yhat) - I(Y;Yhat): Markov joints on the diagonal, non-Markov controls off it."""
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.6, PAGE_WIDTH * 0.5))
+    for markov, style in ((False, dict(color="tab:orange", marker="x", label="no Markov chain (control)")),
+                          (True, dict(color="tab:blue", marker="o", label="Markov chain Y - X - Yhat"))):
+        part = trials[trials.markov == markov]
+        ax.scatter(part["I(X;Yh) - I(Y;Yh)"], part["I(X;Yh|Y)"], s=10, alpha=0.6, **style)
+    lo = min(trials["I(X;Yh) - I(Y;Yh)"].min(), 0.0)
+    hi = max(trials["I(X;Yh|Y)"].max(), trials["I(X;Yh) - I(Y;Yh)"].max())
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="identity of Proposition 1")
+    ax.set(xlabel=r"$I(X;\hat Y) - I(Y;\hat Y)$ (nats)", ylabel=r"$I(X;\hat Y\mid Y)$ (nats)")
+    ax.legend(loc="upper left", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def waterfill_bars(f, q, r: float, ax=None, title: str = ""):
+    """Bars of the ratios f_i / q_i (sorted) with the two water levels: p_i / q_i = clip(f_i / q_i, a, b)."""
+    f, q = torch.as_tensor(f, dtype=torch.float64), torch.as_tensor(q, dtype=torch.float64)
+    p = waterfill(f[None], q[None], r)[0]
+    ratio, clipped = (f / q).numpy(), (p / q).numpy()
+    order = np.argsort(ratio)
+    raised, lowered = clipped > ratio + 1e-12, clipped < ratio - 1e-12
+    a = clipped[raised].min() if raised.any() else None
+    b = clipped[lowered].max() if lowered.any() else None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.5, 2.6))
+    x = np.arange(len(ratio))
+    ax.bar(x, ratio[order], color="0.8", label=r"$f_i/q_i$")
+    ax.bar(x, clipped[order], fill=False, edgecolor="tab:blue", lw=1.2, label=r"$p_i/q_i$")
+    if a is not None:
+        ax.axhline(a, color="tab:green", ls="--", lw=1, label=f"level a = {a:.3f} (raise)")
+    if b is not None:
+        ax.axhline(b, color="tab:red", ls="--", lw=1, label=f"level b = {b:.3f} (lower)")
+    ax.set(xticks=x, xticklabels=[str(i) for i in order], xlabel="class i (sorted by f_i/q_i)",
+           ylabel="ratio (log scale)", yscale="log", title=title or f"budget r = {r:.3f}")
+    ax.legend(loc="upper left", frameon=False)
+    return ax.figure
+
+
+def simplex_panel(ax, f, q_table, T: float, eps: float, *, normalized: bool = True, legend: bool = True):
+    """One SSD step on the 2-simplex: the L1 ball (radius r = eps H(f)) cut by the simplex, each class mean q^y, an
+    arrow from f to each projection p^y with a marker sized by the sampling probability."""
+    step = ssd_step(torch.as_tensor(f), torch.as_tensor(q_table), T, eps, normalized=normalized)
+    f = np.asarray(f, dtype=float)
+    ax.fill(*VERTICES.T, color="0.96", ec="0.3", lw=0.8)
+    ax.fill(*to_xy(ball_in_simplex(f, step["r"])).T, color="tab:blue", alpha=0.18,
+            label=r"$\{p: \|p-f\|_1\leq r\}$")
+    for y, colour in enumerate(CLASS_COLOURS):
+        qy, py = to_xy(np.asarray(q_table[y], dtype=float)), to_xy(step["p"][y])
+        ax.plot(*qy, "x", color=colour, ms=7, label=f"$q^{y}$")
+        ax.annotate("", xy=py, xytext=to_xy(f), arrowprops=dict(arrowstyle="->", color=colour, lw=1.0))
+        ax.plot(*py, "o", color=colour, ms=3 + 10 * step["law"][y], alpha=0.9,
+                label=f"$p^{y}$, P(y={y}) = {step['law'][y]:.2f}")
+    ax.plot(*to_xy(f), "k*", ms=9, label="$f(x)$")
+    for k in range(3):
+        ax.text(*(VERTICES[k] + [-0.05 if k == 0 else (0.0 if k == 2 else -0.05), -0.07 if k < 2 else 0.03]),
+                f"class {k}", fontsize=7)
+    ax.set_title(f"T = {T}, $\\epsilon$ = {eps}\nr = {step['r']:.3f}", fontsize=8)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if legend:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return step
+
+
+def simplex_grid_figure(f, q_table, temperatures, epsilons, *, normalized: bool = True):
+    """A grid of :func:`simplex_panel` (rows: T, columns: eps) with one legend outside, on the right."""
+    nrow, ncol = len(temperatures), len(epsilons)
+    width = PAGE_WIDTH
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width, width / (ncol + 0.9) * nrow), squeeze=False)
+    for i, T in enumerate(temperatures):
+        for j, eps in enumerate(epsilons):
+            simplex_panel(axes[i, j], f, q_table, T, eps, normalized=normalized, legend=False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    legend = fig.legend(handles, [lab.split(",")[0] for lab in labels], loc="center right", frameon=False)
+    for handle in legend.legend_handles:  # one marker size in the legend, whatever the first panel's P(y)
+        if hasattr(handle, "set_markersize"):
+            handle.set_markersize(6)
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
+    return fig
+
+
+def cmi_spread(probs, labels, defended, q_table):
+    """A three-class cloud of outputs before and after SSD: CMI is the mean KL of each output to its class mean,
+    so a class whose outputs gather around its mean has a small CMI."""
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, PAGE_WIDTH * 0.42))
+    for ax, data, name in ((axes[0], probs, "without defense"), (axes[1], defended, "with SSD")):
+        ax.fill(*VERTICES.T, color="0.96", ec="0.3", lw=0.8)
+        for y, colour in enumerate(CLASS_COLOURS):
+            mine = data[labels == y].double()
+            ax.scatter(*to_xy(mine.numpy()).T, s=6, color=colour, alpha=0.5)
+            ax.plot(*to_xy(mine.mean(0).numpy()), "P", color=colour, ms=9, mec="k", mew=0.6)
+        ax.set_title(f"{name}: CMI = {cmi(data, labels, 3):.3f} nats")
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def kl_of_step(f, q_table, T, eps, normalized=True) -> pd.DataFrame:
+    """KL(f || q^y) before and KL(p^y || q^y) after one SSD step, per class y (a small table beside the figure)."""
+    step = ssd_step(torch.as_tensor(f), torch.as_tensor(q_table), T, eps, normalized=normalized)
+    return pd.DataFrame({"y": range(len(step["law"])), "P(y)": step["law"], "KL(f||q^y)": step["kl_f"],
+                         "KL(p^y||q^y)": step["kl"], "||p^y - f||_1": step["l1"], "r": step["r"]})
+
+
+def grouped_bars(df: pd.DataFrame, value: str, *, ylabel: str, ax=None, group: str = "title",
+                 series: str = "setting"):
+    """Bars of ``value`` per ``group`` (x axis, e.g. defense) and ``series`` (e.g. setting), labels rotated."""
+    table = df.pivot_table(index=group, columns=series, values=value, sort=False)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(PAGE_WIDTH, 2.8))
+    table.plot.bar(ax=ax, width=0.8)
+    ax.set(ylabel=ylabel, xlabel="")
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return ax.figure
+
+
+__all__ = ["proposition1_scatter", "waterfill_bars", "simplex_panel", "simplex_grid_figure", "cmi_spread",
+           "kl_of_step", "grouped_bars", "PAGE_WIDTH"]
