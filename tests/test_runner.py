@@ -46,3 +46,37 @@ def test_strip_widgets_keeps_other_outputs():
     out = runner.strip_widgets(nb)
     assert "widgets" not in out["metadata"]
     assert out["cells"][0]["outputs"] == [{"output_type": "stream", "name": "stdout", "text": "kept"}]
+
+
+def test_annotate_titles_the_page_labels_parameters_and_adds_a_banner():
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Shared title\nintro"},
+                    {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "scale = 'cpu'"},
+                    {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "scale = 'smoke'"},
+                    {"cell_type": "code", "metadata": {}, "source": "x = 1"}]}
+    out = runner.annotate(nb, "targets_x", "smoke", 12.0, title="Targets: X")
+    sources = ["".join(c["source"]) for c in out["cells"]]
+    assert sources[0].startswith("# Targets: X\nintro")
+    assert "scale **smoke**" in sources[1] and "--only targets_x" in sources[1]
+    assert sources[2].startswith("**Default parameters**") and sources[4].startswith("**Parameters of this build**")
+    assert [c["cell_type"] for c in out["cells"]] == ["markdown", "markdown", "markdown", "code", "markdown",
+                                                       "code", "code"]
+
+
+def test_tables_are_written_with_scale_and_date_and_published(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from ssdlib.reporting.tables import save_table, show
+
+    monkeypatch.chdir(tmp_path)
+    path = save_table(pd.DataFrame({"a": [1, 2], "b": [None, None]}), "demo", scale="smoke")
+    table = pd.read_csv(path)
+    assert list(table.columns) == ["a", "b", "scale", "run_date"] and set(table.scale) == {"smoke"}
+    html = show(pd.DataFrame({"a": [1.23456], "b": [float("nan")]})).to_html()
+    assert "1.235" in html and ">b<" not in html  # rounded, all-NaN column dropped
+    with pytest.raises(ValueError, match="plain file stem"):
+        save_table(pd.DataFrame(), "../escape", scale="smoke")
+    monkeypatch.setattr(runner, "REPO_ROOT", tmp_path)
+    (tmp_path / "executed" / "smoke" / "tables").mkdir(parents=True)
+    (tmp_path / "executed" / "smoke" / "tables" / "t.csv").write_text("a\n1\n")
+    assert [p.name for p in runner.publish_tables("smoke")] == ["t.csv"]
+    assert (tmp_path / "executed" / "tables" / "t.csv").read_text() == "a\n1\n"

@@ -93,12 +93,13 @@ def with_paper(ours: pd.DataFrame) -> pd.DataFrame:
     for version, label in (("submitted", "submitted"), ("iclr2025", "ICLR 2025")):
         table = paper.utility(version)
         table = table.assign(setting=table.setting.map(paper.SETTING_FROM_PAPER))
-        merged = out.merge(table[["setting", "defense", "acc", "avg_l1", "max_l1"]], on=["setting", "defense"],
-                           how="left")
+        cols = {"acc": "paper_acc", "avg_l1": "paper_avg_l1", "max_l1": "paper_max_l1"}
+        merged = out[["setting", "defense", "variant", "q_from"]].merge(
+            table[["setting", "defense", *cols]].rename(columns=cols), on=["setting", "defense"], how="left")
         own = ((merged.variant == "") | (merged.variant == {"submitted": "ssd", "iclr2025": "ssd_code"}[version]))
         own &= merged.q_from.isin(["", "valid"])
-        for col, ours_col in (("acc", "paper_acc"), ("avg_l1", "paper_avg_l1"), ("max_l1", "paper_max_l1")):
-            out[f"{ours_col} ({label})"] = merged[col].where(own).to_numpy()
+        for col in cols.values():
+            out[f"{col} ({label})"] = merged[col].where(own).to_numpy()
     q8 = paper.q_estimator_utility("submitted")
     q8 = q8.assign(setting=q8.setting.map(paper.SETTING_FROM_PAPER))
     for _, r in q8.iterrows():  # Table 8: SSD (paper) with q^y from D_valid / D_train, IR-152/CelebA only
