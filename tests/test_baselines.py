@@ -202,12 +202,16 @@ def test_freeze_fraction_edge_cases():
         freeze_first_layers(model, 1.0)
 
 
-def test_build_defense():
-    assert isinstance(build_defense("none"), TrainingDefense)
-    assert build_defense("mid", beta=0.02).beta == 0.02
-    assert build_defense("bido").params()["lambda_y"] == 0.5
-    assert build_defense("ls").alpha < 0
-    with pytest.raises(ValueError, match="valid: none, mid, bido, ls, tl"):
+def test_registry_builds_every_training_defense_and_only_those():
+    from ssdlib.defenses import DEFENSE_NAMES, REGISTRY, TRAINING_DEFENSES
+
+    assert DEFENSE_NAMES == ("none", "mid", "bido", "ls", "tl", "ssd") and "ssd" not in TRAINING_DEFENSES
+    for name in ("none", "mid", "bido", "ls"):
+        built = build_defense(name)
+        assert type(built) is REGISTRY[name].cls and built.params()["name"] == name
+    with pytest.raises(ValueError, match="post-processing"):
+        build_defense("ssd")
+    with pytest.raises(ValueError, match="valid: none, mid, bido, ls, tl, ssd"):
         build_defense("dp")
     with pytest.raises(ValueError, match="pretrained"):
         build_defense("tl")

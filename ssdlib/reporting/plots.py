@@ -142,4 +142,19 @@ def grouped_bars(df: pd.DataFrame, value: str, *, ylabel: str, ax=None, group: s
 
 
 __all__ = ["proposition1_scatter", "waterfill_bars", "simplex_panel", "simplex_grid_figure", "cmi_spread",
-           "kl_of_step", "grouped_bars", "PAGE_WIDTH"]
+           "kl_of_step", "grouped_bars", "face_grid", "PAGE_WIDTH"]
+
+
+def face_grid(faceset, n_ids: int = 8, per_id: int = 4, title: str = ""):
+    """The first ``per_id`` images of the first ``n_ids`` identities of a FaceSet, one identity per column."""
+    fig, axes = plt.subplots(per_id, n_ids, figsize=(n_ids * 0.85, per_id * 0.85), squeeze=False)
+    for j, c in enumerate(torch.unique(faceset.labels)[:n_ids].tolist()):
+        idx = (faceset.labels == c).nonzero().flatten()[:per_id]
+        for i in range(per_id):
+            if i < len(idx):
+                axes[i, j].imshow(faceset.images[idx[i]].permute(1, 2, 0).numpy())
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
