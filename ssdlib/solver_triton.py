@@ -183,7 +183,7 @@ if _HAVE_TRITON:
         out = f + wu * u - wd * dd
         out = tl.where(trivial[:, None], q, tl.where(copy_f[:, None], f, out))
         tl.store(p_ptr + r64[:, None] * sp + cols[None, :], out.to(p_ptr.dtype.element_ty), mask=m2)
-        tl.store(passes_ptr + rows, passes + 1, mask=rmask)
+        tl.store(passes_ptr + rows, (passes + 1).to(tl.int64), mask=rmask)
 
     @triton.jit
     def _wf_row_kernel(f_ptr, q_ptr, qidx_ptr, e_ptr, p_ptr, ws_ptr, passes_ptr, reads_ptr, C, sf, sq, sp,
@@ -435,8 +435,8 @@ if _HAVE_TRITON:
             out = f + wu * u - wd * dd
             out = tl.where(trivial, q, tl.where(copy_f, f, out))
             tl.store(pr + idx, out.to(p_ptr.dtype.element_ty), mask=m)
-        tl.store(passes_ptr + r, passes + 1)
-        tl.store(reads_ptr + r, reads + 1)
+        tl.store(passes_ptr + r, (passes + 1).to(tl.int64))
+        tl.store(reads_ptr + r, (reads + 1).to(tl.int64))
 
 else:  # pragma: no cover
     _INTERPRETED = False
@@ -465,24 +465,39 @@ def _check(f2, q2, e, q_rows):
                          "set TRITON_INTERPRET=1 before import for the CPU interpreter")
 
 
+_MARGINS: dict = {}
+
+
+def _margin_tensor(C: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The float64 budget margin as a one-element device tensor, cached (no fill kernel per call)."""
+    key = (C, dtype, device)
+    t = _MARGINS.get(key)
+    if t is None:
+        if len(_MARGINS) > 256:
+            _MARGINS.clear()
+        t = _MARGINS[key] = torch.full((1,), _margin(C, dtype), dtype=torch.float64, device=device)
+    return t
+
+
 def _launch(f2, q2, e, q_rows=None, *, path="auto", block=None, num_warps=None, ws_fraction=None,
-            max_passes=_MAX_PASSES):
-    """Run the kernels; returns (p2, passes, reads) with reads = full-row reads (row kernel; 1 for the tile kernel)."""
+            max_passes=_MAX_PASSES, want_reads=True):
+    """Run the kernels; returns (p2, passes, reads): reads = full reads of each row (1 for the register tile)."""
     _check(f2, q2, e, q_rows)
     B, C = f2.shape
-    p2 = torch.empty_like(f2, memory_format=torch.contiguous_format)
-    passes = torch.empty(B, dtype=torch.int32, device=f2.device)
+    dev = f2.device
+    p2 = torch.empty((B, C), dtype=f2.dtype, device=dev)
+    passes = torch.empty(B, dtype=torch.int64, device=dev)
     if B == 0 or C == 0:
-        return p2, passes.long(), passes.long()
+        return p2, passes, passes
     f2 = f2 if f2.stride(1) == 1 else f2.contiguous()
     q2 = q2 if q2.stride(1) == 1 else q2.contiguous()
-    if q_rows is not None:
-        q_mode, qidx = 2, q_rows.to(torch.int32).contiguous()
+    if q_rows is not None:  # indices must lie in [0, q2.shape[0]): not checked (that would synchronise)
+        q_mode, qidx = 2, q_rows if q_rows.dtype == torch.int64 else q_rows.long()
     else:
         q_mode = 1 if (q2.shape[0] == 1 and B != 1) else 0
         qidx = passes  # unused pointer
     sq = 0 if q_mode == 1 else q2.stride(0)
-    margin = torch.full((1,), _margin(C, f2.dtype), dtype=torch.float64, device=f2.device)
+    margin = _margin_tensor(C, f2.dtype, dev)
     if path == "auto":
         path = "tile" if C <= TILE_MAX_C else "row"
     if path == "tile":
@@ -493,16 +508,16 @@ def _launch(f2, q2, e, q_rows=None, *, path="auto", block=None, num_warps=None, 
         grid = (triton.cdiv(B, rows),)
         _wf_tile_kernel[grid](f2, q2, qidx, e, p2, passes, B, C, f2.stride(0), sq, p2.stride(0), margin,
                               max_passes, Q_MODE=q_mode, ROWS=rows, BC=bc, num_warps=warps)
-        return p2, passes.long(), torch.ones_like(passes, dtype=torch.int64)
+        return p2, passes, (torch.ones_like(passes) if want_reads else None)
     if path != "row":
         raise ValueError(f"path must be 'auto', 'tile' or 'row', got {path!r}")
     block = block or ROW_BLOCK
     cap = max(block, C // (ws_fraction or WS_FRACTION))
-    ws = torch.empty(B, 2, cap, dtype=f2.dtype, device=f2.device)
+    ws = torch.empty(B, 2, cap, dtype=f2.dtype, device=dev)
     reads = torch.empty_like(passes)
     _wf_row_kernel[(B,)](f2, q2, qidx, e, p2, ws, passes, reads, C, f2.stride(0), sq, p2.stride(0), cap, margin,
                          max_passes, TAU_A, Q_MODE=q_mode, BLOCK=block, num_warps=num_warps or ROW_WARPS)
-    return p2, passes.long(), reads.long()
+    return p2, passes, reads
 
 
 def waterfill_triton(f2: torch.Tensor, q2: torch.Tensor, e: torch.Tensor, q_rows: torch.Tensor | None = None):
@@ -512,7 +527,7 @@ def waterfill_triton(f2: torch.Tensor, q2: torch.Tensor, e: torch.Tensor, q_rows
     Same contract as ``_waterfill_numba`` / ``_waterfill_torch``; a row whose count reaches ``_MAX_PASSES`` + 1
     stopped at the pass cap.
     """
-    p2, passes, _ = _launch(f2, q2, e, q_rows)
+    p2, passes, _ = _launch(f2, q2, e, q_rows, want_reads=False)
     return p2, passes
 
 
