@@ -109,10 +109,9 @@ def table6(args) -> dict:
         rec = {"C": C, "B": args.batch, "path": "triton" if TRITON_OK else "torch-fallback"}
         rec["floor"] = time_gpu(lambda: torch.add(f, q, out=p), repeat=args.repeat)
         rec["kernel"] = time_gpu(lambda: solve_triton_or_fallback(f, q, e), repeat=args.repeat)
-        rec["torch"] = time_gpu(lambda: waterfill(f, q, e, validate=False, method="torch"), repeat=max(3, args.repeat // 4),
-                                min_time=0.05)
-        rec["sort"] = time_gpu(lambda: waterfill_sort(f, q, e, validate=False), repeat=max(3, args.repeat // 4),
-                               min_time=0.05)
+        slow = {"repeat": max(3, args.repeat // 4), "min_time": 0.05}
+        rec["torch"] = time_gpu(lambda: waterfill(f, q, e, validate=False, method="torch"), **slow)
+        rec["sort"] = time_gpu(lambda: waterfill_sort(f, q, e, validate=False), **slow)
         if TRITON_OK:
             pk, passes, reads = st.waterfill_triton_stats(f, q, e)
             rec["passes_max"] = int(passes.max())
@@ -126,15 +125,16 @@ def table6(args) -> dict:
             if C > st.TILE_MAX_C and args.tune:
                 for block, warps in ((256, 2), (512, 4), (1024, 4), (1024, 8), (2048, 8)):
                     t = time_gpu(lambda: st.waterfill_triton_stats(f, q, e, block=block, num_warps=warps),
-                                 repeat=max(3, args.repeat // 4), min_time=0.05)
+                                 **slow)
                     tune.append({"C": C, "block": block, "num_warps": warps, **t})
         for key in ("kernel", "torch", "sort"):
             rec[f"{key}_over_floor"] = rec[key]["event_us"] / rec["floor"]["event_us"]
         rec["sort_over_kernel"] = rec["sort"]["event_us"] / rec["kernel"]["event_us"]
         rec["torch_over_kernel"] = rec["torch"]["event_us"] / rec["kernel"]["event_us"]
         rows.append(rec)
-        print(f"C={C:>8d} [{rec['path']}] kernel {rec['kernel']['event_us']:9.1f} us (wall {rec['kernel']['wall_us']:8.1f})"
-              f"  floor {rec['floor']['event_us']:8.1f}  torch {rec['torch']['event_us']:9.1f}  sort "
+        print(f"C={C:>8d} [{rec['path']}] kernel {rec['kernel']['event_us']:9.1f} us "
+              f"(wall {rec['kernel']['wall_us']:8.1f})  floor {rec['floor']['event_us']:8.1f}  "
+              f"torch {rec['torch']['event_us']:9.1f}  sort "
               f"{rec['sort']['event_us']:9.1f}  kernel/floor {rec['kernel_over_floor']:5.2f}  sort/kernel "
               f"{rec['sort_over_kernel']:6.1f}  passes {rec.get('passes_max')} reads {rec.get('reads_max')} "
               f"diff {rec.get('max_abs_diff_vs_cpu', math.nan):.1e}", flush=True)
@@ -143,13 +143,17 @@ def table6(args) -> dict:
             torch.cuda.empty_cache()
     for t in tune:
         print(f"tune C={t['C']:>8d} block {t['block']:5d} warps {t['num_warps']:2d}: {t['event_us']:9.1f} us")
+    def holds(cells):  # None when the sweep has no such size
+        cells = list(cells)
+        return all(cells) if cells else None
+
     targets = {
-        "kernel_within_3x_floor_for_C_ge_1e4": all(r["kernel_over_floor"] <= 3 for r in rows if r["C"] >= 10**4),
-        "kernel_under_50us_wall_for_C_le_1e3": all(r["kernel"]["wall_us"] < 50 for r in rows if r["C"] <= 10**3),
-        "kernel_10x_faster_than_sort": all(r["sort_over_kernel"] >= 10 for r in rows),
+        "kernel_within_3x_floor_for_C_ge_1e4": holds(r["kernel_over_floor"] <= 3 for r in rows if r["C"] >= 10**4),
+        "kernel_under_50us_wall_for_C_le_1e3": holds(r["kernel"]["wall_us"] < 50 for r in rows if r["C"] <= 10**3),
+        "kernel_10x_faster_than_sort": holds(r["sort_over_kernel"] >= 10 for r in rows),
     }
     for k, v in targets.items():
-        print(f"target {k}: {'met' if v else 'NOT met'}")
+        print(f"target {k}: {'not in this sweep' if v is None else 'met' if v else 'NOT met'}")
     return {"table": rows, "tune": tune, "targets": targets, "eps": args.eps, "dtype": "float32"}
 
 
@@ -227,8 +231,9 @@ def table5(args) -> dict:
                 _, passes = st.waterfill_triton(probs, q_table, ssd.budget(probs).double(), q_rows=probs.argmax(-1))
                 res["solve_passes_max"] = int(passes.max())
         out.append(res)
-        print(f"{family}: 100 x batch {args.batch}: plain {res['plain_cuda_ms']:.1f} ms CUDA ({res['plain_wall_ms']:.1f} wall); "
-              f"SSD today +{res['ssd_today_overhead_cuda_pct']:.1f}% CUDA / +{res['ssd_today_overhead_wall_pct']:.1f}% wall; "
+        print(f"{family}: 100 x batch {args.batch}: plain {res['plain_cuda_ms']:.1f} ms CUDA "
+              f"({res['plain_wall_ms']:.1f} wall); SSD today +{res['ssd_today_overhead_cuda_pct']:.1f}% CUDA / "
+              f"+{res['ssd_today_overhead_wall_pct']:.1f}% wall; "
               f"SSD fused [{res['fused_path']}] +{res['ssd_fused_overhead_cuda_pct']:.1f}% CUDA / "
               f"+{res['ssd_fused_overhead_wall_pct']:.1f}% wall; paper {PAPER_OVERHEAD_PCT[family]}%", flush=True)
         del model

@@ -77,8 +77,16 @@ if _HAVE_TRITON:
     _INTERPRETED = _interpret_requested()
 
     @triton.jit
+    def _add6(a0, a1, a2, a3, a4, a5, b0, b1, b2, b3, b4, b5):
+        return a0 + b0, a1 + b1, a2 + b2, a3 + b3, a4 + b4, a5 + b5
+
+    @triton.jit
+    def _add3(a0, a1, a2, b0, b1, b2):
+        return a0 + b0, a1 + b1, a2 + b2
+
+    @triton.jit
     def _wf_tile_kernel(f_ptr, q_ptr, qidx_ptr, e_ptr, p_ptr, passes_ptr, B, C, sf, sq, sp, margin_ptr, max_passes,
-                        Q_MODE: tl.constexpr, ROWS: tl.constexpr, BC: tl.constexpr):
+                        Q_MODE: tl.constexpr, ROWS: tl.constexpr, BC: tl.constexpr, FUSED_SUMS: tl.constexpr):
         """ROWS rows of at most BC classes in registers; Q_MODE 0: q row per row, 1: one shared row, 2: index."""
         pid = tl.program_id(0)
         rows = pid * ROWS + tl.arange(0, ROWS)
@@ -138,14 +146,18 @@ if _HAVE_TRITON:
             b_new = tl.where(done_b, b, tl.maximum(b + (Db - h) / tl.where(Qb > 0.0, Qb, ones), b))
             u = a_new[:, None] * q - f
             ia = u > 0.0
-            Qa2 = tl.sum(tl.where(ia, q, zero), 1)
-            Ua2 = tl.sum(tl.where(ia, u, zero), 1)
-            na2 = tl.sum(ia.to(tl.int32), 1)
             dd = f - b_new[:, None] * w
             ib = (dd > 0.0) & elig
-            Qb2 = tl.sum(tl.where(ib, w, zero), 1)
-            Db2 = tl.sum(tl.where(ib, dd, zero), 1)
-            nb2 = tl.sum(ib.to(tl.int32), 1)
+            xQa = tl.where(ia, q, zero)
+            xUa = tl.where(ia, u, zero)
+            xQb = tl.where(ib, w, zero)
+            xDb = tl.where(ib, dd, zero)
+            if FUSED_SUMS:  # one multi-operand reduction per pass on the GPU
+                Qa2, Ua2, na2, Qb2, Db2, nb2 = tl.reduce((xQa, xUa, ia.to(tl.int32), xQb, xDb, ib.to(tl.int32)), 1,
+                                                         _add6)
+            else:  # the interpreter runs tl.reduce's combine function element by element: slow
+                Qa2, Ua2, na2 = tl.sum(xQa, 1), tl.sum(xUa, 1), tl.sum(ia.to(tl.int32), 1)
+                Qb2, Db2, nb2 = tl.sum(xQb, 1), tl.sum(xDb, 1), tl.sum(ib.to(tl.int32), 1)
             ua_ = live & (~done_a)
             ub_ = live & (~done_b)
             done_a = tl.where(ua_, na2 == na, done_a)
@@ -178,7 +190,8 @@ if _HAVE_TRITON:
         d_lim = f - b[:, None]
         d_fea = f - b[:, None] * q
         dd = tl.where(lim2, d_lim, d_fea)
-        wd = tl.where(lim2, tl.where(qz, sl[:, None] + zero, zero), tl.where(qz, sz[:, None] + zero, sd[:, None] + zero))
+        wd_fea = tl.where(qz, sz[:, None] + zero, sd[:, None] + zero)
+        wd = tl.where(lim2, tl.where(qz, sl[:, None] + zero, zero), wd_fea)
         wd = tl.where(dd > 0.0, wd, zero)
         out = f + wu * u - wd * dd
         out = tl.where(trivial[:, None], q, tl.where(copy_f[:, None], f, out))
@@ -188,7 +201,7 @@ if _HAVE_TRITON:
     @triton.jit
     def _wf_row_kernel(f_ptr, q_ptr, qidx_ptr, e_ptr, p_ptr, ws_ptr, passes_ptr, reads_ptr, C, sf, sq, sp,
                        ws_cap, margin_ptr, max_passes, tau_a,
-                       Q_MODE: tl.constexpr, BLOCK: tl.constexpr):
+                       Q_MODE: tl.constexpr, BLOCK: tl.constexpr, FUSED_SUMS: tl.constexpr):
         """One row per program, in blocks of BLOCK; Newton passes over the row or, once bracketed, the workspace."""
         r = tl.program_id(0)
         r64 = r.to(tl.int64)
@@ -280,83 +293,92 @@ if _HAVE_TRITON:
             # raise-side bracket for a full pass: [max(chord of U through (0, 0), guard below a_new), a_new]
             lo_c = tl.maximum(a * h / tl.where(Ua > 0.0, Ua, one), a_new - tau_a * (a - a_new))
             lo_c = tl.where(done_a, a_new, tl.minimum(lo_c, a_new))
-            n_full = tl.where(in_ws, 0, C)
-            act_a = (zi + (~done_a).to(tl.int32)) > 0
-            act_b = (zi + (~done_b).to(tl.int32)) > 0
-            n_ws = tl.where(in_ws, ws_n, 0)
 
-            # ---- a full pass (n_full = C) with compaction of the bracketed entries ----------------------------
-            aQa = zb
-            aUa = zb
-            ana = zi
-            aQb = zb
-            aDb = zb
-            anb = zi
+            # ---- either a full pass with compaction of the bracketed entries, or a pass over the workspace -------
+            Qa_f = zero
+            Ua_f = zero
+            na_f = n0 * 0
+            Qb_f = zero
+            Db_f = zero
+            nb_f = n0 * 0
             cnt = n0 * 0
-            for s in range(0, n_full, BLOCK):
-                idx = s + offs
-                m = idx < n_full
-                f_raw = tl.load(fr + idx, mask=m, other=0.0)
-                q_raw = tl.load(qr + idx, mask=m, other=0.0)
-                f = f_raw.to(tl.float64)
-                q = q_raw.to(tl.float64)
-                u = a_new * q - f
-                ia = u > 0.0
-                aQa += tl.where(ia, q, zb)
-                aUa += tl.where(ia, u, zb)
-                ana += ia.to(tl.int32)
-                qz = q == 0.0
-                w = tl.where(limit, tl.where(qz, zb + 1.0, zb), q)
-                elig = qz | feas
-                dd = f - b_new * w
-                ib = (dd > 0.0) & elig
-                aQb += tl.where(ib, w, zb)
-                aDb += tl.where(ib, dd, zb)
-                anb += ib.to(tl.int32)
-                unc_a = ia & ((lo_c * q - f) <= 0.0) & act_a
-                unc_b = ib & (w > 0.0) & act_b
-                unc = (unc_a | unc_b).to(tl.int32)
-                pos = cnt + tl.cumsum(unc, 0) - 1
-                wm = (unc > 0) & (pos < ws_cap)
-                tl.store(wsf + pos, f_raw, mask=wm)
-                tl.store(wsq + pos, q_raw, mask=wm)
-                cnt += tl.sum(unc, 0)
-            # ---- or a pass over the workspace only (n_ws entries) --------------------------------------------
-            wQa = zb
-            wUa = zb
-            wna = zi
-            wQb = zb
-            wDb = zb
-            wnb = zi
-            for s in range(0, n_ws, BLOCK):
-                idx = s + offs
-                m = idx < n_ws
-                f = tl.load(wsf + idx, mask=m, other=0.0, cache_modifier=".cg").to(tl.float64)
-                q = tl.load(wsq + idx, mask=m, other=0.0, cache_modifier=".cg").to(tl.float64)
-                u = a_new * q - f
-                ia = u > 0.0
-                wQa += tl.where(ia, q, zb)
-                wUa += tl.where(ia, u, zb)
-                wna += ia.to(tl.int32)
-                qz = q == 0.0
-                w = tl.where(limit, tl.where(qz, zb + 1.0, zb), q)
-                dd = f - b_new * w
-                ib = (dd > 0.0) & (qz | feas)
-                wQb += tl.where(ib, w, zb)
-                wDb += tl.where(ib, dd, zb)
-                wnb += ib.to(tl.int32)
-            Qa_f = tl.sum(aQa, 0)
-            Ua_f = tl.sum(aUa, 0)
-            na_f = tl.sum(ana, 0)
-            Qb_f = tl.sum(aQb, 0)
-            Db_f = tl.sum(aDb, 0)
-            nb_f = tl.sum(anb, 0)
-            Qa_w = tl.sum(wQa, 0)
-            Ua_w = tl.sum(wUa, 0)
-            na_w = tl.sum(wna, 0)
-            Qb_w = tl.sum(wQb, 0)
-            Db_w = tl.sum(wDb, 0)
-            nb_w = tl.sum(wnb, 0)
+            Qa_w = zero
+            Ua_w = zero
+            na_w = n0 * 0
+            Qb_w = zero
+            Db_w = zero
+            nb_w = n0 * 0
+            if in_ws:
+                wQa = zb
+                wUa = zb
+                wna = zi
+                wQb = zb
+                wDb = zb
+                wnb = zi
+                for s in range(0, ws_n, BLOCK):
+                    idx = s + offs
+                    m = idx < ws_n
+                    f = tl.load(wsf + idx, mask=m, other=0.0, cache_modifier=".cg").to(tl.float64)
+                    q = tl.load(wsq + idx, mask=m, other=0.0, cache_modifier=".cg").to(tl.float64)
+                    u = a_new * q - f
+                    ia = u > 0.0
+                    wQa += tl.where(ia, q, zb)
+                    wUa += tl.where(ia, u, zb)
+                    wna += ia.to(tl.int32)
+                    qz = q == 0.0
+                    w = tl.where(limit, tl.where(qz, zb + 1.0, zb), q)
+                    dd = f - b_new * w
+                    ib = (dd > 0.0) & (qz | feas)
+                    wQb += tl.where(ib, w, zb)
+                    wDb += tl.where(ib, dd, zb)
+                    wnb += ib.to(tl.int32)
+                if FUSED_SUMS:  # one multi-operand reduction (one barrier) on the GPU
+                    Qa_w, Ua_w, na_w, Qb_w, Db_w, nb_w = tl.reduce((wQa, wUa, wna, wQb, wDb, wnb), 0, _add6)
+                else:  # the interpreter runs tl.reduce's combine function element by element: slow
+                    Qa_w, Ua_w, na_w = tl.sum(wQa, 0), tl.sum(wUa, 0), tl.sum(wna, 0)
+                    Qb_w, Db_w, nb_w = tl.sum(wQb, 0), tl.sum(wDb, 0), tl.sum(wnb, 0)
+            else:
+                aQa = zb
+                aUa = zb
+                ana = zi
+                aQb = zb
+                aDb = zb
+                anb = zi
+                act_a = (zi + (~done_a).to(tl.int32)) > 0
+                act_b = (zi + (~done_b).to(tl.int32)) > 0
+                for s in range(0, C, BLOCK):
+                    idx = s + offs
+                    m = idx < C
+                    f_raw = tl.load(fr + idx, mask=m, other=0.0)
+                    q_raw = tl.load(qr + idx, mask=m, other=0.0)
+                    f = f_raw.to(tl.float64)
+                    q = q_raw.to(tl.float64)
+                    u = a_new * q - f
+                    ia = u > 0.0
+                    aQa += tl.where(ia, q, zb)
+                    aUa += tl.where(ia, u, zb)
+                    ana += ia.to(tl.int32)
+                    qz = q == 0.0
+                    w = tl.where(limit, tl.where(qz, zb + 1.0, zb), q)
+                    dd = f - b_new * w
+                    ib = (dd > 0.0) & (qz | feas)
+                    aQb += tl.where(ib, w, zb)
+                    aDb += tl.where(ib, dd, zb)
+                    anb += ib.to(tl.int32)
+                    # bracketed entries: raised at a_new but not at lo_c; lowered with q > 0 (limit rows: q = 0)
+                    unc_a = ia & ((lo_c * q - f) <= 0.0) & act_a
+                    unc_b = ib & (w > 0.0) & act_b
+                    unc = (unc_a | unc_b).to(tl.int32)
+                    pos = cnt + tl.cumsum(unc, 0) - 1
+                    wm = (unc > 0) & (pos < ws_cap)
+                    tl.store(wsf + pos, f_raw, mask=wm)
+                    tl.store(wsq + pos, q_raw, mask=wm)
+                    cnt += tl.sum(unc, 0)
+                if FUSED_SUMS:
+                    Qa_f, Ua_f, na_f, Qb_f, Db_f, nb_f = tl.reduce((aQa, aUa, ana, aQb, aDb, anb), 0, _add6)
+                else:
+                    Qa_f, Ua_f, na_f = tl.sum(aQa, 0), tl.sum(aUa, 0), tl.sum(ana, 0)
+                    Qb_f, Db_f, nb_f = tl.sum(aQb, 0), tl.sum(aDb, 0), tl.sum(anb, 0)
             # sums at the new levels: from the full pass, or the sure parts plus the workspace
             Qa2 = tl.where(in_ws, Qlo + Qa_w, Qa_f)
             Ua2 = tl.where(in_ws, a_new * Qlo - Flo + Ua_w, Ua_f)
@@ -365,33 +387,43 @@ if _HAVE_TRITON:
             Db2 = tl.where(in_ws, Fhi + Db_w, Db_f)
             nb2 = tl.where(in_ws, nhi + nb_w, nb_f)
 
-            # ---- after a full pass: sums of the bracketed entries (the workspace), verify both brackets ------
+            # ---- after a full pass whose bracketed entries fit: their sums, and the check U(lo_c) <= h ---------
             n_chk = tl.where((~in_ws) & (cnt <= ws_cap), cnt, 0)
-            sQa = zb
-            sFa = zb
-            sna = zi
-            tl.debug_barrier()  # the workspace was just written by other threads of this program
-            for s in range(0, n_chk, BLOCK):
-                idx = s + offs
-                m = idx < n_chk
-                f = tl.load(wsf + idx, mask=m, other=0.0, cache_modifier=".cg").to(tl.float64)
-                q = tl.load(wsq + idx, mask=m, other=0.0, cache_modifier=".cg").to(tl.float64)
-                qz = q == 0.0
-                ia = ((a_new * q - f) > 0.0) & m
-                sQa += tl.where(ia, q, zb)
-                sFa += tl.where(ia, f, zb)
-                sna += ia.to(tl.int32)
-            # sure set S_a(lo) = S_a(a_new) minus the bracketed entries (a <= 1 keeps this subtraction accurate)
-            Qlo_n = Qa_f - tl.sum(sQa, 0)
-            Flo_n = (a_new * Qa_f - Ua_f) - tl.sum(sFa, 0)
-            nlo_n = na_f - tl.sum(sna, 0)
-            ok_a = done_a | (lo_c * Qlo_n - Flo_n <= h)
-            enter = (~in_ws) & (cnt <= ws_cap) & ok_a
-            lo = tl.where(enter, lo_c, lo)
-            Qlo = tl.where(enter, Qlo_n, Qlo)
-            Flo = tl.where(enter, Flo_n, Flo)
-            nlo = tl.where(enter, nlo_n, nlo)
-            ws_n = tl.where(enter, cnt, ws_n)
+            enter = n_chk < 0  # False
+            if n_chk > 0:
+                tl.debug_barrier()  # the workspace was just written by other threads of this program
+                sQa = zb
+                sFa = zb
+                sna = zi
+                for s in range(0, n_chk, BLOCK):
+                    idx = s + offs
+                    m = idx < n_chk
+                    f = tl.load(wsf + idx, mask=m, other=0.0, cache_modifier=".cg").to(tl.float64)
+                    q = tl.load(wsq + idx, mask=m, other=0.0, cache_modifier=".cg").to(tl.float64)
+                    ia = ((a_new * q - f) > 0.0) & m
+                    sQa += tl.where(ia, q, zb)
+                    sFa += tl.where(ia, f, zb)
+                    sna += ia.to(tl.int32)
+                if FUSED_SUMS:
+                    sQ, sF, sn = tl.reduce((sQa, sFa, sna), 0, _add3)
+                else:
+                    sQ, sF, sn = tl.sum(sQa, 0), tl.sum(sFa, 0), tl.sum(sna, 0)
+                # sure set S_a(lo) = S_a(a_new) minus the bracketed entries (a <= 1 keeps this subtraction accurate)
+                Qlo_n = Qa_f - sQ
+                Flo_n = (a_new * Qa_f - Ua_f) - sF
+                enter = done_a | (lo_c * Qlo_n - Flo_n <= h)
+                lo = tl.where(enter, lo_c, lo)
+                Qlo = tl.where(enter, Qlo_n, Qlo)
+                Flo = tl.where(enter, Flo_n, Flo)
+                nlo = tl.where(enter, na_f - sn, nlo)
+                ws_n = tl.where(enter, cnt, ws_n)
+            elif (~in_ws) & (cnt == 0):  # nothing bracketed: the workspace is empty and the sure set is everything
+                enter = done_a | (lo_c * Qa_f - (a_new * Qa_f - Ua_f) <= h)
+                lo = tl.where(enter, lo_c, lo)
+                Qlo = tl.where(enter, Qa_f, Qlo)
+                Flo = tl.where(enter, a_new * Qa_f - Ua_f, Flo)
+                nlo = tl.where(enter, na_f, nlo)
+                ws_n = tl.where(enter, cnt, ws_n)
             reads += tl.where(in_ws, 0, 1)
             in_ws = in_ws | enter
 
@@ -455,6 +487,8 @@ def _check(f2, q2, e, q_rows):
         raise ValueError(f"f2 and q2 must share a float32 or float64 dtype, got {f2.dtype} and {q2.dtype}")
     if q_rows is None and q2.shape[0] not in (1, f2.shape[0]):
         raise ValueError(f"q2 has {q2.shape[0]} rows; need 1 or B={f2.shape[0]} (or pass q_rows)")
+    if f2.shape[1] >= 2**31 - 2**16:
+        raise ValueError(f"C = {f2.shape[1]} classes: the kernels index a row with int32 (C < 2**31 - 2**16)")
     if e.dtype != torch.float64 or e.shape != (f2.shape[0],):
         raise ValueError(f"e must be a float64 tensor of shape [{f2.shape[0]}], got {e.dtype} {tuple(e.shape)}")
     devs = {f2.device, q2.device, e.device} | ({q_rows.device} if q_rows is not None else set())
@@ -480,7 +514,7 @@ def _margin_tensor(C: int, dtype: torch.dtype, device: torch.device) -> torch.Te
 
 
 def _launch(f2, q2, e, q_rows=None, *, path="auto", block=None, num_warps=None, ws_fraction=None,
-            max_passes=_MAX_PASSES, want_reads=True):
+            max_passes=_MAX_PASSES, fused_sums=None, want_reads=True):
     """Run the kernels; returns (p2, passes, reads): reads = full reads of each row (1 for the register tile)."""
     _check(f2, q2, e, q_rows)
     B, C = f2.shape
@@ -498,6 +532,7 @@ def _launch(f2, q2, e, q_rows=None, *, path="auto", block=None, num_warps=None, 
         qidx = passes  # unused pointer
     sq = 0 if q_mode == 1 else q2.stride(0)
     margin = _margin_tensor(C, f2.dtype, dev)
+    fused = (not _INTERPRETED) if fused_sums is None else bool(fused_sums)
     if path == "auto":
         path = "tile" if C <= TILE_MAX_C else "row"
     if path == "tile":
@@ -507,7 +542,7 @@ def _launch(f2, q2, e, q_rows=None, *, path="auto", block=None, num_warps=None, 
         warps = num_warps or (4 if tile <= 256 else 8 if tile <= 2048 else 16)
         grid = (triton.cdiv(B, rows),)
         _wf_tile_kernel[grid](f2, q2, qidx, e, p2, passes, B, C, f2.stride(0), sq, p2.stride(0), margin,
-                              max_passes, Q_MODE=q_mode, ROWS=rows, BC=bc, num_warps=warps)
+                              max_passes, Q_MODE=q_mode, ROWS=rows, BC=bc, FUSED_SUMS=fused, num_warps=warps)
         return p2, passes, (torch.ones_like(passes) if want_reads else None)
     if path != "row":
         raise ValueError(f"path must be 'auto', 'tile' or 'row', got {path!r}")
@@ -516,7 +551,9 @@ def _launch(f2, q2, e, q_rows=None, *, path="auto", block=None, num_warps=None, 
     ws = torch.empty(B, 2, cap, dtype=f2.dtype, device=dev)
     reads = torch.empty_like(passes)
     _wf_row_kernel[(B,)](f2, q2, qidx, e, p2, ws, passes, reads, C, f2.stride(0), sq, p2.stride(0), cap, margin,
-                         max_passes, TAU_A, Q_MODE=q_mode, BLOCK=block, num_warps=num_warps or ROW_WARPS)
+                         max_passes, TAU_A, Q_MODE=q_mode, BLOCK=block,
+                         FUSED_SUMS=fused,
+                         num_warps=num_warps or ROW_WARPS)
     return p2, passes, reads
 
 
@@ -533,7 +570,8 @@ def waterfill_triton(f2: torch.Tensor, q2: torch.Tensor, e: torch.Tensor, q_rows
 
 def waterfill_triton_stats(f2, q2, e, q_rows=None, **options):
     """Like :func:`waterfill_triton` but also returns the number of full reads of each row (benchmarks, tests);
-    ``options``: path ('auto', 'tile', 'row'), block, num_warps, ws_fraction, max_passes."""
+    ``options``: path ('auto', 'tile', 'row'), block, num_warps, ws_fraction, max_passes, fused_sums (the row
+    kernel's multi-operand reductions; off in the interpreter, where they are slow)."""
     return _launch(f2, q2, e, q_rows, **options)
 
 
@@ -546,6 +584,13 @@ def ssd_defend_triton(probs: torch.Tensor, q_table: torch.Tensor, uniforms: torc
     ``non_blocking=True``).  Same arithmetic as ``SSD.__call__`` with ``validate=False``: inverse-CDF sampling of
     softmax(probs / T) (argmax when T = 0), budget eps * H(probs) in float64 (normalised by log C or in nats), and
     the kernel reads q^y rows straight from the table (no [B, C] gather).
+
+    What ``SSD.__call__`` does today that waits for the GPU (each a host synchronisation): copying ``q_table`` to
+    the device on every call when it lives on the CPU; CPU-generator uniforms moved with a blocking ``.to(device)``
+    (hash mode also copies the inputs back with ``.cpu()``, inherent to hashing on the host); ``waterfill``'s
+    validation (``bool(isnan(e).any())``, ``(e < 0).any()``, and per tensor ``bool(isfinite(sums).all())``,
+    ``bool((x < 0).any())``, ``float(dev.max())``); the torch solver's ``bool(limit.any())`` and its convergence
+    checks, one per pass or per four.  This function avoids all of them.
     """
     if probs.dim() != 2 or q_table.shape != (probs.shape[1], probs.shape[1]):
         raise ValueError(f"probs must be [B, C] and q_table [C, C]; got {tuple(probs.shape)}, {tuple(q_table.shape)}")

@@ -47,6 +47,7 @@ if DEVICE is not None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
 @pytest.mark.skipif(DEVICE is not None, reason="kernels run in this process (CUDA or interpreter)")
 def test_interpreter_suite():
@@ -206,6 +207,17 @@ def test_workspace_overflow_and_full_capacity(ws_fraction):
     _check_bound(p, f, e)
     if ws_fraction == 1:
         assert torch.all(reads <= 3)
+
+
+@needs_kernels
+def test_row_kernel_fused_reductions():
+    """The multi-operand reductions of the GPU build (the interpreter defaults to plain sums) give the same p."""
+    g = torch.Generator().manual_seed(9)
+    f, q = _edge_rows(g, 3, 40, torch.float64, shared=False)
+    e = torch.tensor([0.2, 0.9, 1.4], dtype=torch.float64)
+    for opts in ({"path": "row", "block": 16}, {"path": "tile"}):
+        p, n, _ = _run(f, q, e, fused_sums=True, **opts)
+        torch.testing.assert_close(p, _reference(f, q, e)[0], atol=1e-12, rtol=0)
 
 
 @needs_kernels
