@@ -3,12 +3,12 @@
 # minutes, 8.5 at most (each step has a timeout).  Run from anywhere:  bash benchmarks/device_check.sh
 #   1. the CUDA tests: tests/test_triton.py on the GPU (not the interpreter) and test_solver.py's CUDA test;
 #   2. the Table 6 sweep (kernel, torch path, Algorithm 3, memory floor);  3. the Table 5 overhead protocol.
-# Writes to $OUT (default ./device_out): device_check.log, tests_cuda.xml, table6_triton.json, table5_overhead.json.
+# Writes to $OUT (default /tmp/ssd_device_out): device_check.log, tests_cuda.xml, table6_triton.json, table5_overhead.json.
 # The machine's own python3 has torch, triton, numba, hypothesis, pandas and pytest; a missing package can travel
 # as wheels in .whl/ (installed here into /tmp/site when present).  cvxpy is not there: the oracle tests skip.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-$PWD/device_out}"
+OUT="${OUT:-/tmp/ssd_device_out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1

@@ -61,6 +61,9 @@ def triton_available() -> tuple[bool, str]:
     if not _HAVE_TRITON:
         return False, f"triton is not importable ({_IMPORT_ERROR})"
     if _INTERPRETED:
+        if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 9):
+            # older interpreters hand int arguments over as 1-element arrays, which the kernels' loops reject
+            return False, f"the interpreter of triton {triton.__version__} cannot run these kernels (needs >= 3.9)"
         return True, f"triton {triton.__version__} interpreter (TRITON_INTERPRET=1): CPU tensors, slow"
     if not torch.cuda.is_available():
         reason = "no CUDA device"

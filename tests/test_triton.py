@@ -6,6 +6,7 @@ with it set (the other tests skip in the parent process).  Sizes are small becau
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import math
 import os
@@ -20,19 +21,25 @@ import pytest
 import torch
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
+TRITON_VERSION = tuple(int(x) for x in importlib.metadata.version("triton").split(".")[:2]) if HAVE_TRITON else ()
+#: interpreters before 3.9 hand int arguments to the kernel as 1-element arrays, which ``range`` rejects (seen with
+#: 3.6); the compiled kernels build with 3.6 and 3.9 alike
+INTERP_OK = TRITON_VERSION >= (3, 9)
 INTERP = os.environ.get("TRITON_INTERPRET", "0") == "1"
-if INTERP and HAVE_TRITON:
+if INTERP and HAVE_TRITON and INTERP_OK:
     DEVICE = "cpu"
-elif HAVE_TRITON and torch.cuda.is_available():
+elif HAVE_TRITON and not INTERP and torch.cuda.is_available():
     DEVICE = "cuda"
 else:
     DEVICE = None
 
-needs_kernels = pytest.mark.skipif(
-    DEVICE is None,
-    reason="Triton kernels need CUDA or TRITON_INTERPRET=1 (test_interpreter_suite runs them in a subprocess)"
-    if HAVE_TRITON else "triton is not installed",
-)
+if not HAVE_TRITON:
+    _WHY = "triton is not installed"
+elif INTERP and not INTERP_OK:
+    _WHY = f"the interpreter of triton {importlib.metadata.version('triton')} cannot run these kernels (needs >= 3.9)"
+else:
+    _WHY = "Triton kernels need CUDA or TRITON_INTERPRET=1 (test_interpreter_suite runs them in a subprocess)"
+needs_kernels = pytest.mark.skipif(DEVICE is None, reason=_WHY)
 needs_cvxpy = pytest.mark.skipif(importlib.util.find_spec("cvxpy") is None, reason="needs cvxpy (test extra)")
 
 if DEVICE is not None:
@@ -49,7 +56,8 @@ if DEVICE is not None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
-@pytest.mark.skipif(DEVICE is not None, reason="kernels run in this process (CUDA or interpreter)")
+@pytest.mark.skipif(not INTERP_OK, reason="the interpreter needs triton >= 3.9 for these kernels")
+@pytest.mark.skipif(DEVICE is not None or INTERP, reason="kernels run in this process (CUDA or interpreter)")
 def test_interpreter_suite():
     """Rerun this file with TRITON_INTERPRET=1 in a subprocess (the kernels are defined at import)."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "TRITON_DEFAULT_FP_FUSION": os.environ.get(
