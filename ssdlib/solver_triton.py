@@ -9,10 +9,11 @@ p = f + up - down with sum(up) = sum(down) = t <= eps/2 - margin, so ||p - f||_1
 Two kernels:
 * ``_wf_tile_kernel`` (C <= ``TILE_MAX_C``): a tile of rows held in registers; f and q are read once, p written once.
 * ``_wf_row_kernel`` (larger C): one program per row, looping over the row in blocks.  A Newton pass over the full
-  row also brackets each level ([chord or guard, Newton iterate]) and copies the few entries inside the brackets to
-  a per-row workspace; once both brackets are verified, the remaining passes read only that workspace (the active
-  sets are monotone in the levels, so entries outside a bracket can never change side).  Typically the row is read
-  three times (first sums, one full Newton pass, the write) whatever the number of Newton passes.
+  row also copies to a per-row workspace the entries that can still change side: on the raise side those between a
+  verified lower bound of a (the chord of U through the origin, or a guard below the iterate) and the iterate, on
+  the decrease side the whole current active set (Newton from below only shrinks it).  The active sets are monotone
+  in the levels, so once that copy fits (C / WS_FRACTION entries) the remaining passes read only the workspace.
+  Typically the row is read three times (first sums, one full Newton pass, the write), whatever the pass count.
 
 ``TRITON_INTERPRET=1`` must be set before this module is imported to run the kernels on CPU tensors (tests).
 """
@@ -39,11 +40,11 @@ __all__ = ["triton_available", "waterfill_triton", "waterfill_triton_stats", "ss
 
 #: up to this many classes a row is solved in registers (one read of f and q, one write of p)
 TILE_MAX_C = 4096
-#: elements per tile of the register kernel (rows per program = TILE_ELEMS // next_pow2(C), at most 16); with
-#: 4-8 entries per thread the sm_90 build uses 92-196 registers and never spills (checked with cuobjdump)
+#: elements per tile of the register kernel (rows per program = TILE_ELEMS // next_pow2(C), at most 16); the sm_90
+#: builds (triton 3.6 and 3.9) use 108-198 registers and at most 8 bytes of stack (cuobjdump --dump-resource-usage)
 TILE_ELEMS = 1024
-#: block of the row kernel (elements per loop step) and its warps: 4 entries per thread, 164 registers on sm_90,
-#: so three programs fit on one multiprocessor
+#: block of the row kernel (elements per loop step) and its warps: 4 entries per thread, 164-168 registers on sm_90
+#: (so three programs fit on one multiprocessor), at most 32 bytes of stack
 ROW_BLOCK = 512
 ROW_WARPS = 4
 #: workspace per row of the row kernel: C // WS_FRACTION entries (at least one block)
