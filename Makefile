@@ -1,11 +1,13 @@
 # One entry point for the README's commands:
 #   make book            build the book at SCALE (default cpu), creating .venv when missing
 #   make test            run the test suite
-# Variables: SCALE=smoke|cpu|paper, RUN_ARGS="--only solver -p batch 512", TORCH_SPEC (GPU users: see README).
+# Variables: SCALE=smoke|cpu|paper, RUN_ARGS="--only solver -p batch 512", TORCH_SPEC and EXTRAS (GPU users: see
+# README: a CUDA torch brings its own triton, so they drop the "kernels" extra).
 PYTHON ?= python3
 VENV ?= .venv
 SCALE ?= cpu
 TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= book,test,faces,kernels
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[book,test,faces]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 mathjax: $(MATHJAX)

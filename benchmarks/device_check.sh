@@ -28,7 +28,7 @@ step() { echo "[device_check] $1 after $(( $(date +%s) - start )) s" | tee -a "$
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv || true
   "$PY" -c "import sys, torch, triton, numba; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda',
 torch.version.cuda, torch.cuda.get_device_name(), 'triton', triton.__version__, 'numba', numba.__version__)"
-  "$PY" -c "import ssdlib.solver_triton as st; print('triton_available:', st.triton_available())"
+  "$PY" -c "import ssdlib.solver.triton_kernel as st; print('triton_available:', st.triton_available())"
 } 2>&1 | tee "$LOG"
 
 rc=0

@@ -43,10 +43,10 @@ needs_kernels = pytest.mark.skipif(DEVICE is None, reason=_WHY)
 needs_cvxpy = pytest.mark.skipif(importlib.util.find_spec("cvxpy") is None, reason="needs cvxpy (test extra)")
 
 if DEVICE is not None:
-    import ssdlib.solver_triton as st
+    import ssdlib.solver.triton_kernel as st
     from ssdlib import solver
-    from ssdlib.defense import SSD
-    from ssdlib.solver import waterfill_cvxpy
+    from ssdlib.defenses import SSD
+    from ssdlib.solver.oracle import waterfill_cvxpy
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def _reference(f, q, e):
     e = torch.as_tensor(e, dtype=torch.float64)
     if e.dim() == 0:
         e = e.expand(f.shape[0]).contiguous()
-    return solver._waterfill_numba(f, q, e)
+    return solver.cpu._waterfill_numba(f, q, e)
 
 
 def _atol(dtype):
@@ -197,7 +197,7 @@ def test_row_kernel_larger_than_one_block(dtype):
     torch.testing.assert_close(p, p_ref, atol=_atol(dtype), rtol=0)
     _check_bound(p, f, e)
     assert torch.all(p[1][q[1] == 0] == 0)
-    assert bool((solver._pass1_torch(f.double(), q.double(), e)[1][2]))  # row 2 is a limit row
+    assert bool((solver.vectorized._pass1_torch(f.double(), q.double(), e)[1][2]))  # row 2 is a limit row
     assert (n - n_ref).abs().max() <= 1
     assert torch.all(reads <= 4) and torch.all(reads < n), (reads, n)  # most Newton passes read the workspace only
 
@@ -422,3 +422,19 @@ if DEVICE is not None:
             p, _, _ = _run(f, q, e, **PATHS[path])
             _check_bound(p, f, e)
             torch.testing.assert_close(p, p_ref, atol=_atol(f.dtype), rtol=0)
+
+
+@needs_kernels
+def test_waterfill_dispatches_to_the_kernel():
+    """``waterfill(..., method="triton")`` (what ``auto`` picks on CUDA when Triton runs) gives numba's answer."""
+    g = torch.Generator().manual_seed(21)
+    dev = torch.device(DEVICE)
+    f = torch.softmax(torch.randn(5, 40, generator=g) * 3, -1)
+    q = torch.softmax(torch.randn(5, 40, generator=g) * 3, -1)
+    e = torch.rand(5, generator=g, dtype=torch.float64)
+    p = solver.waterfill(f.to(dev), q.to(dev), e.to(dev), method="triton")
+    torch.testing.assert_close(p.cpu(), solver.waterfill(f, q, e, method="numba"), atol=1e-7, rtol=0)
+    n = solver.waterfill_passes(f.to(dev), q.to(dev), e.to(dev), method="triton")
+    torch.testing.assert_close(n.cpu(), solver.waterfill_passes(f, q, e, method="numba"))
+    shared = solver.waterfill(f.to(dev), q[0].to(dev), 0.3, method="triton")
+    torch.testing.assert_close(shared.cpu(), solver.waterfill(f, q[0], 0.3), atol=1e-7, rtol=0)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..information import class_centroids, entropy
-from ..solver import check_probabilities, waterfill
+from ..solver import check_probabilities, solver_path, waterfill
 
 EntropyUnit = Literal["normalized", "nats"]
 ESTIMATORS = ("mean", "single")
@@ -66,7 +66,9 @@ class SSD(nn.Module):
     ``randomness="hash"`` seeds each row from a keyed hash of its input (Appendix H), so a repeated query returns the
     same output. The hash key is a secret drawn at random per instance unless ``hash_key`` is given; it is kept as a
     buffer so that a saved and reloaded defense answers as before. ``q_table`` is a buffer: it moves with ``.to()``.
-    ``validate=False`` skips the input checks (a host synchronisation on CUDA) in hot loops.
+    ``validate=False`` skips the input checks (each a host synchronisation on CUDA); on CUDA with Triton it also
+    selects the fused kernel, so that ``SSD.wrap(model)`` adds as little as possible to a forward pass. Move the
+    defense to the model's device (``ssd.to(device)``) so that ``q_table`` is not copied on every call.
     """
 
     def __init__(self, q_table: torch.Tensor, *, T: float, eps: float = 1.0, entropy: EntropyUnit = "normalized",
@@ -142,9 +144,21 @@ class SSD(nn.Module):
             raise ValueError(f"probs have {probs.shape[-1]} classes, q_table has {self.num_classes}")
         if self.validate:  # before the budget: the entropy of logits would be meaningless
             check_probabilities(probs, "probs (SSD defends probability vectors; apply softmax to logits first)")
+        if not self.validate and probs.dim() == 2 and probs.is_cuda and solver_path(probs.device) == "triton":
+            return self._forward_fused(probs, inputs)
         labels = self.sample_labels(probs, inputs)
         q = self.q_table.to(device=probs.device, dtype=probs.dtype)[labels]
         return waterfill(probs, q, self.budget(probs), validate=self.validate)
+
+    def _forward_fused(self, probs: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+        """The CUDA path without host synchronisation: the fused Triton kernel samples, gathers q^y, computes the
+        budget and solves in one go (the generator's uniforms are drawn on the CPU and copied asynchronously)."""
+        from ..solver.triton_kernel import ssd_defend_triton
+
+        u = self._uniforms(probs.shape[0], inputs, probs)
+        u = u.pin_memory().to(probs.device, non_blocking=True)
+        return ssd_defend_triton(probs, self.q_table.to(device=probs.device, dtype=probs.dtype), u, T=self.T,
+                                 eps=self.eps, normalized=self.entropy == "normalized")
 
     def wrap(self, model: nn.Module) -> "DefendedModel":
         """A module returning ``log`` of the defended probabilities of ``model`` (argmax-compatible with logits)."""

@@ -37,9 +37,9 @@ from .reference import waterfill_loop, waterfill_sort
 from .vectorized import _waterfill_torch
 
 __all__ = ["waterfill", "waterfill_passes", "check_probabilities", "waterfill_sort", "waterfill_loop",
-           "SUM_ATOL", "MAX_PASSES", "PassCapWarning"]
+           "solver_path", "SUM_ATOL", "MAX_PASSES", "PassCapWarning"]
 
-METHODS = ("auto", "numba", "torch")
+METHODS = ("auto", "numba", "torch", "triton")
 
 
 class PassCapWarning(RuntimeWarning):
@@ -55,6 +55,28 @@ def check_probabilities(x: torch.Tensor, name: str = "probs") -> None:
     _check_probs(x.reshape(-1, x.shape[-1]), name)
 
 
+def triton_ready() -> bool:
+    """Whether the fused Triton kernel can run on CUDA tensors here (checked once)."""
+    global _TRITON_READY
+    if _TRITON_READY is None:
+        try:
+            from .triton_kernel import triton_available
+            _TRITON_READY = bool(triton_available()[0]) and torch.cuda.is_available()
+        except Exception:  # pragma: no cover - a broken triton installation falls back to the torch path
+            _TRITON_READY = False
+    return _TRITON_READY
+
+
+_TRITON_READY: bool | None = None
+
+
+def solver_path(device) -> str:
+    """The kernel :func:`waterfill` uses for tensors on ``device`` ("numba", "torch" or "triton")."""
+    if torch.device(device).type == "cpu":
+        return "numba" if HAVE_NUMBA else "torch"
+    return "triton" if triton_ready() else "torch"
+
+
 def _dispatch(f, q, eps, validate, method, on_cap):
     """Validate, pick the backend, return (p, passes) in f's batch shape."""
     if method not in METHODS:
@@ -63,8 +85,19 @@ def _dispatch(f, q, eps, validate, method, on_cap):
         raise ValueError(f"on_cap must be 'warn' or 'raise', got {on_cap!r}")
     f2, q2, e, shape = _prepare(f, q, eps, validate)
     if method == "auto":
-        method = "numba" if (f2.device.type == "cpu" and HAVE_NUMBA) else "torch"
-    if method == "numba":
+        if f2.device.type == "cpu":
+            method = "numba" if HAVE_NUMBA else "torch"
+        else:
+            method = "triton" if triton_ready() else "torch"
+    if method == "triton":
+        from .triton_kernel import triton_available, waterfill_triton
+
+        ok, why = triton_available()
+        if not ok:
+            raise ValueError(f"method='triton' cannot run here: {why}")
+        p2, passes = waterfill_triton(f2, q2, e)
+        passes = torch.where(passes > MAX_PASSES, CAPPED, passes)  # the kernel counts MAX_PASSES + 1 at the cap
+    elif method == "numba":
         if f2.device.type != "cpu":
             raise ValueError("method='numba' needs CPU tensors")
         if not HAVE_NUMBA:
@@ -88,8 +121,9 @@ def waterfill(f: torch.Tensor, q: torch.Tensor, eps, *, validate: bool = True, m
     """Exact argmin KL(p||q) s.t. ||p - f||_1 <= eps on the simplex, row-wise over ``[..., C]`` tensors.
 
     ``q`` has f's shape or shape ``[C]`` (shared by all rows); ``eps`` is a float or a tensor broadcastable to
-    ``f.shape[:-1]``.  CPU uses a parallel numba kernel, CUDA a vectorised torch loop (``method`` forces one:
-    'numba' or 'torch').  Zero entries of q follow the delta -> 0 limit rule of the module docstring.
+    ``f.shape[:-1]``.  CPU uses a parallel numba kernel, CUDA the fused Triton kernel when Triton runs and a
+    vectorised torch loop otherwise (``method`` forces one: 'numba', 'torch' or 'triton'; :func:`solver_path` says
+    which ``auto`` picks).  Zero entries of q follow the delta -> 0 limit rule of the module docstring.
     A row that reaches the pass cap triggers a :class:`PassCapWarning` (``on_cap="raise"``: a RuntimeError).
     ``validate=False`` skips the input checks and the cap check in hot loops.  Returns p with f's shape, dtype and
     device.

@@ -1,4 +1,4 @@
-"""Fused Triton water-filling kernel: the exact solver of :mod:`ssdlib.solver` in one launch, no host synchronisation.
+"""Fused Triton water-filling kernel: the exact solver of :mod:`ssdlib.solver` in one launch, no host sync.
 
 Same contract and semantics as the numba kernel ``_row_nb`` (the reference): the first sums at a = b = 1, the
 trivial case (q feasible returns q), budgets below ``_margin`` return f, monotone Newton passes on both water levels
@@ -23,8 +23,9 @@ import os
 
 import torch
 
-from .information import entropy
-from .solver import _MAX_PASSES, _margin
+from ..information import entropy
+from .numerics import MAX_PASSES as _MAX_PASSES
+from .numerics import margin as _margin
 
 try:  # triton is optional: CUDA machines have it with torch; CPU tests use its interpreter
     import triton
