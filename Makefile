@@ -12,7 +12,9 @@ RUN_ARGS ?=
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-MATHJAX := _mathjax/mathjax/MathJax.js
+MATHJAX_VERSION ?= 3.2.2
+NPM ?= npm
+MATHJAX := _mathjax/static/mathjax/tex-svg-full.js
 
 .PHONY: install mathjax notebooks html book test bench clean
 
@@ -27,12 +29,17 @@ $(STAMP): pyproject.toml
 
 mathjax: $(MATHJAX)
 
-# MathJax for the offline build, copied from the jupyter-server-mathjax wheel (never committed).
-$(MATHJAX): $(STAMP)
-	rm -rf _mathjax && mkdir -p _mathjax
-	$(BIN)/python -c "import jupyter_server_mathjax, pathlib, shutil; \
-	src = pathlib.Path(jupyter_server_mathjax.__file__).parent / 'static'; \
-	shutil.copytree(src, '_mathjax/mathjax')"
+# MathJax 3 for the offline build, from the npm registry (never a CDN, never committed: _mathjax/ is git-ignored).
+# SVG output draws every glyph as a path from fonts built into tex-svg-full.js, so no web font can go missing.
+# Only _mathjax/static/ is published (html_static_path): the one page script and what MathJax's menu loads lazily.
+$(MATHJAX):
+	@command -v $(NPM) >/dev/null 2>&1 || { echo "make mathjax needs npm (Debian: apt-get install npm)" >&2; exit 1; }
+	rm -rf _mathjax && mkdir -p _mathjax/npm _mathjax/static/mathjax
+	cd _mathjax/npm && $(NPM) pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	tar -xzf _mathjax/npm/mathjax-$(MATHJAX_VERSION).tgz -C _mathjax/npm
+	cp -r _mathjax/npm/package/es5/tex-svg-full.js _mathjax/npm/package/es5/ui _mathjax/npm/package/es5/a11y \
+	  _mathjax/npm/package/es5/sre _mathjax/npm/package/LICENSE _mathjax/static/mathjax/
+	rm -rf _mathjax/npm
 
 notebooks: $(STAMP)
 	$(BIN)/python -m ssdlib.reporting.runner --scale $(SCALE) $(RUN_ARGS)
