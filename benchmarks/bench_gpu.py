@@ -41,8 +41,8 @@ from ssdlib.solver.cpu import _waterfill_numba  # noqa: E402
 _HP = {f: paper.hyperparameters(s) for f, s in (("ir152", "IR-152/CelebA"), ("vgg16", "VGG-16/FaceScrub"))}
 PAPER_SETTINGS = {f: {"T": hp["ssd_T"], "eps": hp["ssd_eps"]} for f, hp in _HP.items()}
 _T5 = paper.timing()
-PAPER_OVERHEAD_PCT = {f: [float(v) for v in _T5[_T5.setting.str.startswith(f.upper()[:3])].increase_percent]
-                      for f in ("ir152", "vgg16")}
+PAPER_OVERHEAD_PCT = {f: [float(v) for v in _T5[_T5.setting.str.startswith(prefix)].increase_percent]
+                      for f, prefix in (("ir152", "IR-152/"), ("vgg16", "VGG-16/"))}
 
 
 def header() -> dict:
