@@ -72,7 +72,9 @@ if (v3.length) {
   out.count = v3.length;
   document.querySelectorAll("mjx-merror, [data-mjx-error], g[data-mml-node='merror']").forEach(
     (e) => out.errors.push(e.getAttribute("data-mjx-error") || e.textContent));
-  document.querySelectorAll("mjx-container svg text").forEach((t) => out.textGlyphs.push(t.textContent));
+  document.querySelectorAll("mjx-container svg text").forEach((t) => {  // empty text nodes (tags) draw nothing
+    if (t.textContent.trim()) out.textGlyphs.push(t.textContent);
+  });
   const overs = "mjx-container svg g[data-mml-node='mover'], mjx-container svg g[data-mml-node='munderover']";
   document.querySelectorAll(overs).forEach((g) => {
     const kids = Array.from(g.children);
