@@ -76,19 +76,21 @@ def attack_setup(attack: Attack, oracle: OracleSource, *, seed: int = 0, target_
 
 def attack_run(attack: Attack, oracle: OracleSource, target_class: int, *, seed: int = 0, target_key: str,
                prior_key: str | None = None, setting: str = "", defense: str = "none",
-               defense_params: dict | None = None, setup: dict | None = None,
+               defense_params: dict | None = None, setup: dict | Callable[[], dict] | None = None,
                cache: bool = True) -> tuple[AttackResult, CacheInfo]:
-    """Attack one class (cached); the setup is taken from ``setup`` or :func:`attack_setup`."""
+    """Attack one class (cached). The setup is ``setup`` (a dict, or a callable giving it when the run must be
+    computed), else :func:`attack_setup`; a cached run touches neither the setup nor the oracle."""
     identity = dict(target_key=target_key, prior_key=prior_key, setting=setting, defense=defense,
                     defense_params=defense_params)
     probe = _oracle(oracle)
     config = run_config(attack, probe, target_class, seed=seed, **identity)
 
     def compute(_):
-        nonlocal setup
         if setup is None:
-            setup, _info = attack_setup(attack, probe, seed=seed, cache=cache, **identity)
-        result = _seeded(config, lambda: attack.attack_class(probe, int(target_class), setup, seed=seed))
+            shared, _info = attack_setup(attack, oracle, seed=seed, cache=cache, **identity)
+        else:
+            shared = setup() if callable(setup) else setup
+        result = _seeded(config, lambda: attack.attack_class(probe, int(target_class), shared, seed=seed))
         return {"result": result.to_dict(), "seconds": result.seconds}
 
     payload, info = cached("attacks", config, compute,
@@ -99,23 +101,18 @@ def attack_run(attack: Attack, oracle: OracleSource, target_class: int, *, seed:
 def attack_runs(attack: Attack, oracle: OracleSource, classes: Iterable[int], *, seed: int = 0, target_key: str,
                 prior_key: str | None = None, setting: str = "", defense: str = "none",
                 defense_params: dict | None = None, cache: bool = True, progress: bool = True) -> list[AttackResult]:
-    """:func:`attack_run` for each class. ``oracle`` is one BlackBox shared by all runs, or a zero-argument
-    callable returning a fresh one per run (so that a query budget applies per class)."""
+    """:func:`attack_run` for each class, the setup computed (or loaded) at most once and only if a run needs it.
+    ``oracle`` is one BlackBox shared by all runs, or a zero-argument callable returning a fresh one per run (so
+    that a query budget applies per class)."""
     identity = dict(target_key=target_key, prior_key=prior_key, setting=setting, defense=defense,
                     defense_params=defense_params)
-    classes = [int(c) for c in classes]
-    setup = None
-    results = []
-    for c in tqdm(classes, desc=f"{attack.name} {setting} {defense}".strip(), disable=not progress):
-        probe = _oracle(oracle)
-        config = run_config(attack, probe, c, seed=seed, **identity)
-        if setup is None and not (cache and _is_cached(config, attack, setting, defense, c)):
-            setup, _ = attack_setup(attack, _oracle(oracle), seed=seed, cache=cache, **identity)
-        result, _ = attack_run(attack, probe, c, seed=seed, setup=setup, cache=cache, **identity)
-        results.append(result)
-    return results
+    memo: dict = {}
 
+    def shared() -> dict:
+        if "setup" not in memo:
+            memo["setup"] = attack_setup(attack, oracle, seed=seed, cache=cache, **identity)[0]
+        return memo["setup"]
 
-def _is_cached(config: dict, attack: Attack, setting: str, defense: str, c: int) -> bool:
-    from .cache import cache_dir
-    return (cache_dir("attacks") / f"{attack.name}-{setting or 'target'}-{defense}-c{c}-{config_hash(config)}.pt").is_file()
+    return [attack_run(attack, oracle, c, seed=seed, setup=shared, cache=cache, **identity)[0]
+            for c in tqdm([int(c) for c in classes], desc=f"{attack.name} {setting} {defense}".strip(),
+                          disable=not progress)]

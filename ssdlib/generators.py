@@ -3,7 +3,9 @@
 The generator is GMI's (Zhang et al., CVPR 2020; also the ``SimpleGenerator64`` of the Model-Inversion-Attack-
 ToolBox): a linear layer to a 4x4 map of ``8 * dim`` channels, then four 5x5 stride-2 transposed convolutions
 (batch norm + ReLU between them). The discriminator is GMI's WGAN-GP critic: 5x5 stride-2 convolutions with
-instance norm and LeakyReLU(0.2), ending in one 4x4 convolution to a scalar. Both take and give images in [0, 1]
+instance norm and LeakyReLU(0.2), ending in one 4x4 convolution to a scalar. For the non-saturating DCGAN loss of
+the small scales the critic uses batch norm instead (``norm="batch"``), as Radford et al.'s DCGAN does; WGAN-GP's
+per-sample gradient penalty rules batch norm out, hence instance norm at paper scale. Both take and give images in [0, 1]
 (the generator maps its tanh output to [0, 1]; the critic maps its input to [-1, 1]), the project's convention.
 
 Sizes per scale (``dim`` = base channels): ``paper`` 64 as in GMI; ``cpu`` 24, the widest whose training fits the
@@ -23,11 +25,11 @@ __all__ = ["LATENT_DIM", "IMAGE_SIZE", "ARCHITECTURES", "Generator", "Discrimina
 LATENT_DIM = 100
 IMAGE_SIZE = 64
 
-#: scale -> constructor arguments shared by generator and discriminator (``dim`` = base channel count).
+#: scale -> ``dim`` (base channel count of both networks) and the critic's ``norm``.
 ARCHITECTURES: dict[str, dict] = {
-    "paper": dict(dim=64),
-    "cpu": dict(dim=24),
-    "smoke": dict(dim=4),
+    "paper": dict(dim=64, norm="instance"),
+    "cpu": dict(dim=24, norm="batch"),
+    "smoke": dict(dim=4, norm="batch"),
 }
 
 
@@ -37,9 +39,14 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.ReLU())
 
 
-def _down(c_in: int, c_out: int) -> nn.Sequential:
-    """5x5 stride-2 convolution halving the side, instance norm (no batch statistics: WGAN-GP safe), LeakyReLU."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 5, 2, 2), nn.InstanceNorm2d(c_out, affine=True), nn.LeakyReLU(0.2))
+NORMS = ("instance", "batch")
+
+
+def _down(c_in: int, c_out: int, norm: str) -> nn.Sequential:
+    """5x5 stride-2 convolution halving the side, instance norm (no batch statistics: WGAN-GP safe) or batch norm,
+    LeakyReLU(0.2)."""
+    layer = nn.InstanceNorm2d(c_out, affine=True) if norm == "instance" else nn.BatchNorm2d(c_out)
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 5, 2, 2), layer, nn.LeakyReLU(0.2))
 
 
 class Generator(nn.Module):
@@ -67,13 +74,16 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Critic ``D(x)``: images ``[N, 3, 64, 64]`` in [0, 1] -> one real-vs-fake score each, ``[N]``."""
 
-    def __init__(self, dim: int = 64):
+    def __init__(self, dim: int = 64, norm: str = "instance"):
         super().__init__()
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.dim = dim
-        self.body = nn.Sequential(nn.Conv2d(3, dim, 5, 2, 2), nn.LeakyReLU(0.2), _down(dim, dim * 2),
-                                  _down(dim * 2, dim * 4), _down(dim * 4, dim * 8), nn.Conv2d(dim * 8, 1, 4))
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.dim, self.norm = dim, norm
+        self.body = nn.Sequential(nn.Conv2d(3, dim, 5, 2, 2), nn.LeakyReLU(0.2), _down(dim, dim * 2, norm),
+                                  _down(dim * 2, dim * 4, norm), _down(dim * 4, dim * 8, norm),
+                                  nn.Conv2d(dim * 8, 1, 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE):
@@ -83,7 +93,7 @@ class Discriminator(nn.Module):
 
 def build_generator(scale: str, latent_dim: int = LATENT_DIM) -> Generator:
     """The generator of ``scale`` (:data:`ARCHITECTURES`)."""
-    return Generator(latent_dim, **ARCHITECTURES[check_scale(scale)])
+    return Generator(latent_dim, dim=ARCHITECTURES[check_scale(scale)]["dim"])
 
 
 def build_discriminator(scale: str) -> Discriminator:

@@ -175,6 +175,8 @@ def prior_config(scale: str, train_set, *, seed: int = 0, **overrides) -> dict:
         raise ValueError(f"unknown prior recipe keys {sorted(unknown)}; valid: {', '.join(PRIOR_RECIPES[scale])}")
     if recipe["loss"] not in LOSSES:
         raise ValueError(f"prior loss must be one of {LOSSES}, got {recipe['loss']!r}")
+    if recipe["loss"] == "wgan-gp" and ARCHITECTURES[scale]["norm"] == "batch":
+        raise ValueError("WGAN-GP needs a critic without batch norm (its penalty is per sample)")
     recipe.pop("checkpoint_every")  # how often to checkpoint does not change the result
     recipe["betas"] = list(recipe["betas"])
     return {"kind": "dcgan-prior", "scale": scale, "arch": ARCHITECTURES[scale], "latent_dim": LATENT_DIM,

@@ -177,5 +177,9 @@ def test_cached_run_is_reused_and_a_changed_parameter_reruns(prior, tmp_path, mo
     assert not info.cached and oracle.queries == used + other.queries
     changed, info = attack_run(Mirror(prior, scale="smoke", **{**MIRROR, "mutation_prob": 0.3}), oracle, 2, **ids)
     assert not info.cached
-    rows = attack_runs(attack, lambda: BlackBox(ToyTarget()), [2, 3], progress=False, **ids)
+    fresh = BlackBox(ToyTarget())
+    rows = attack_runs(attack, fresh, [2, 3], progress=False, **ids)
     assert torch.equal(rows[0].latents, first.latents) and torch.equal(rows[1].latents, other.latents)
+    assert fresh.queries == 0  # cached runs touch neither the setup nor the oracle
+    rows = attack_runs(attack, lambda: BlackBox(ToyTarget()), [2, 4], progress=False, **{**ids, "defense": "x"})
+    assert rows[1].setup_queries == attack.planned_queries(C)["setup"]  # a new identity computes a new setup
