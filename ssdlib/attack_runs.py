@@ -6,7 +6,9 @@ its resolved parameters, the class, the seed, and the oracle's mode and budget. 
 result under ``cache_dir("attacks")``; the attack's shared setup (Mirror's scored pool, C2F's inversion network)
 is cached once per (target, defense, prior, setup parameters, seed) under ``cache_dir("attack-setups")``. A crash
 or a changed parameter reruns only the runs whose configuration changed. Every run seeds torch's global RNG from
-its configuration (and restores it after), so randomised defenses such as SSD answer reproducibly.
+its configuration (and restores it after). A defense with its own random generator (SSD's default
+``randomness="generator"``) answers according to that generator's state: pass an oracle *factory* (a zero-argument
+callable returning a fresh BlackBox and defense) so that every run starts from the same state, whatever ran before.
 """
 from __future__ import annotations
 

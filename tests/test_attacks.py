@@ -183,3 +183,20 @@ def test_cached_run_is_reused_and_a_changed_parameter_reruns(prior, tmp_path, mo
     assert fresh.queries == 0  # cached runs touch neither the setup nor the oracle
     rows = attack_runs(attack, lambda: BlackBox(ToyTarget()), [2, 4], progress=False, **{**ids, "defense": "x"})
     assert rows[1].setup_queries == attack.planned_queries(C)["setup"]  # a new identity computes a new setup
+
+
+def test_attacks_run_through_a_defended_oracle_reproducibly(prior, tmp_path, monkeypatch):
+    from ssdlib import SSD, estimate_q_table
+    monkeypatch.setenv("SSD_CACHE_DIR", str(tmp_path))
+    with torch.no_grad():
+        probs = torch.softmax(ToyTarget()(prior.decode(prior.sample(200))), -1)
+    q = estimate_q_table(probs, probs.argmax(-1), C, missing="uniform")
+
+    def defended():  # a fresh defense per run, so its sampling generator starts from the same state
+        return BlackBox(ToyTarget(), SSD(q, T=1.0, eps=0.5, seed=0))
+
+    ids = dict(target_key="toy-target", setting="toy", defense="ssd", defense_params={"T": 1.0, "eps": 0.5})
+    params = {**MIRROR, "generations": 3}
+    a = attack_runs(Mirror(prior, scale="smoke", **params), defended, [1], cache=False, progress=False, **ids)[0]
+    b = attack_runs(Mirror(prior, scale="smoke", **params), defended, [1], cache=False, progress=False, **ids)[0]
+    assert torch.equal(a.latents, b.latents) and a.queries == b.queries > 0

@@ -82,7 +82,7 @@ class C2F(Attack):
         "paper": dict(inversion_samples=150_000, inversion_epochs=20, inversion_hidden=4096, stage1_batch=16,
                       stage1_steps=20, stage1_keep=10, population=32, generations=500, top_k=5),
         "cpu": dict(inversion_samples=5_000, inversion_epochs=100, inversion_hidden=512, stage1_batch=16,
-                    stage1_steps=20, stage1_keep=10, population=32, generations=30, top_k=5),
+                    stage1_steps=20, stage1_keep=10, population=32, generations=50, top_k=5),
         "smoke": dict(inversion_samples=128, inversion_epochs=5, inversion_hidden=32, stage1_batch=8,
                       stage1_steps=5, stage1_keep=4, population=8, generations=3, top_k=2),
     }

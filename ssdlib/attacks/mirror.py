@@ -42,7 +42,7 @@ class Mirror(Attack):
     #: paper's protocol). cpu/smoke shrink only these counts.
     BUDGETS = {
         "paper": dict(pool=100_000, population=100, generations=100, top_k=5),
-        "cpu": dict(pool=5_000, population=50, generations=40, top_k=5),
+        "cpu": dict(pool=5_000, population=50, generations=50, top_k=5),
         "smoke": dict(pool=64, population=8, generations=3, top_k=2),
     }
     #: official defaults: mutation_prob 0.1, mutation_ce 0.1, p_std_ce 1, min_score 0.95.
