@@ -5,8 +5,8 @@ ToolBox): a linear layer to a 4x4 map of ``8 * dim`` channels, then four 5x5 str
 (batch norm + ReLU between them). The discriminator is GMI's WGAN-GP critic: 5x5 stride-2 convolutions with
 instance norm and LeakyReLU(0.2), ending in one 4x4 convolution to a scalar. For the non-saturating DCGAN loss of
 the small scales the critic uses batch norm instead (``norm="batch"``), as Radford et al.'s DCGAN does; WGAN-GP's
-per-sample gradient penalty rules batch norm out, hence instance norm at paper scale. Both take and give images in [0, 1]
-(the generator maps its tanh output to [0, 1]; the critic maps its input to [-1, 1]), the project's convention.
+per-sample gradient penalty rules batch norm out, hence instance norm at paper scale. Both take and give images in
+[0, 1] (the generator maps its tanh output to [0, 1]; the critic maps its input to [-1, 1]), the project's convention.
 
 Sizes per scale (``dim`` = base channels): ``paper`` 64 as in GMI; ``cpu`` 24, the widest whose training fits the
 20-minute CPU budget (a G+D step at batch 64 costs ~0.27 s on 2 cores at 24 channels, ~1.1 s per core at 32;

@@ -19,6 +19,12 @@ Quality without downloads (:func:`prior_quality`): the rate at which dlib's fron
 samples vs in real held-out public images (upscaled to 200 px as :func:`ssdlib.data.measure_eye_positions` does),
 and the mean L2 distance (dlib 128-d embedding) from samples, vs from held-out real images, to their nearest public
 training image.
+
+Measured (cpu recipe, seed 0, 20,721 training / 500 held-out public faces): 3,000 steps took 4,136 s on one thread
+at nice 10 while other jobs held the load average at 8-21 (1.3-5 s per step; two threads took 5-18 s per step under
+that load, spinning on each other). Faces are found in 63.5% of 200 samples vs 76.5% of 200 held-out real faces;
+the nearest-public distance is 0.528 (std 0.029) for samples vs 0.520 (std 0.058) for real faces, so at this
+quality that figure does not separate samples from real faces (blurry samples sit in a dense region of dlib's space).
 """
 from __future__ import annotations
 

@@ -49,7 +49,8 @@ def test_prior_bounds_clip_decode_and_key():
     clipped = prior.clip(z, 1.0)
     assert torch.allclose(clipped[0, :2], torch.stack([hi[0], lo[1]])) and clipped[0, 2] == 0.5
     assert prior.decode(prior.sample(600)).shape == (600, 3, 4, 4)  # batched past batch_size
-    assert torch.equal(prior.sample(3, torch.Generator().manual_seed(4)), prior.sample(3, torch.Generator().manual_seed(4)))
+    seeded = [prior.sample(3, torch.Generator().manual_seed(4)) for _ in range(2)]
+    assert torch.equal(*seeded)
     torch.manual_seed(0)
     key = Prior(Generator(100, 4)).key
     torch.manual_seed(0)
@@ -86,7 +87,8 @@ def test_prior_training_resumes_from_a_partial_checkpoint(tmp_path, monkeypatch,
 def test_prior_data_holds_out_images_and_checks_input():
     train, hold = prior_data("smoke", toy_faces(64))
     assert len(train) + len(hold) == 64 and len(hold) == 16
-    assert not set(map(tuple, train.images.flatten(1)[:, :8].tolist())) & set(map(tuple, hold.images.flatten(1)[:, :8].tolist()))
+    rows = [set(map(tuple, part.images.flatten(1)[:, :8].tolist())) for part in (train, hold)]
+    assert not rows[0] & rows[1]
     with pytest.raises(ValueError, match="64x64"):
         prior_data("smoke", FaceSet(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.zeros(8, dtype=torch.long),
                                      ["a"], "small"))

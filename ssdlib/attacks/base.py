@@ -43,7 +43,8 @@ class AttackResult:
     """One attacked class: the ``top_k`` reconstructions and what they cost.
 
     ``scores`` are the oracle's probabilities of ``target`` for the returned images (from the attack's own last
-    query of them); ``initial_score``/``final_score`` the best such probability in the initial / final population;
+    query of them); ``initial_score``/``final_score`` the best such probability in the first population the attack
+    scored (Mirror: the best of the scored pool; C2F: the best stage-I latent) / in the final population;
     ``queries`` and ``seconds`` are this class's (setup excluded; ``setup_queries``/``setup_seconds`` are the shared
     setup's, paid once for all classes); ``history`` holds per-generation best and mean target probability;
     ``stopped`` says why the search ended ("generations", "threshold" or "budget").

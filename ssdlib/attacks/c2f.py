@@ -21,21 +21,21 @@ Defaults, from the official repository (github.com/MiLabHITSZ/2022YeC2FMI) and t
   probabilities, log (floored at -1000) + 50, shifted to be non-negative, scattered back into a zero vector and
   L2-normalised; MLP of two hidden layers (4096, LeakyReLU 0.2), dropout 0.25, linear output; MSE loss, Adam lr 1e-3,
   x0.8 every 2 of 20 epochs (here every 10% of the epochs), batch 128, 150,000 training images. Smaller scales
-  see far fewer pairs, so they train for more epochs (the network is tiny next to the queries); ``top_logits`` 100 as in the original
-  toolbox config (``mask``) and the official anti-defense script (the plain script keeps all classes);
+  see far fewer pairs, so they train for more epochs (the network is tiny next to the queries); ``top_logits`` 100
+  as in the original toolbox config (``mask``) and the official anti-defense script (the plain script keeps all
+  classes);
 * stage I (``main_attack.py``): 16 latents, each the mean of 2 prior samples; Adam lr 0.02, 20 steps; the target
   vector is |N(0, 1)| noise with the class entry set to 1e18, L2-normalised; the 10 best by oracle probability go on;
 * stage II (``utils/DE.py``, ``DE_c2b_5_bin2``): population 32, the missing members made as
   0.7 * (x1 + x2 + 2 x3) / 4 + 0.3 * (mean of 3 prior samples); child = x_i + 0.02 (x_best - x_i) + beta * sum of 4
-  random differences, beta 0.1 (in the last 30 of 500 generations 0.1 * (G - g) / 50; here the
-  last 6% of G generations, 0.1 * (G - g) / (G / 10), so the schedule scales with the budget), binomial crossover 0.5 with the
+  random differences, beta 0.1 (in the last 30 of 500 generations 0.1 * (G - g) / 50; here the last 6% of G
+  generations, 0.1 * (G - g) / (G / 10), so the schedule scales with the budget), binomial crossover 0.5 with the
   parent, greedy replacement; parents are re-scored every generation, as officially (which matters for randomised
   defenses); 500 generations (the toolbox uses 300); result = the ``top_k`` best (the toolbox's ``final_num`` 5).
 The official DE does not clip latents (``bound_std`` None); the inversion network's width is a per-scale budget.
 """
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -77,7 +77,10 @@ class C2F(Attack):
     name = "c2f"
     mode = "soft"
     #: inversion_* = stage-I inversion network (training pairs, epochs, hidden width); stage1_* = latents optimised,
-    #: Adam steps, survivors; population / generations = stage-II DE; top_k images kept per class.
+    #: Adam steps, survivors; population / generations = stage-II DE; top_k images kept per class. cpu, measured on
+    #: the cpu LFW/VGG-16 target (62 classes, cpu prior): setup 72 s (5,000 queries, 100 epochs; valid MSE 0.960 vs
+    #: 1.005 for the mean latent); per class 3,216 queries and 7.0 s; target probability 0.44 after stage I, 0.82
+    #: after stage II.
     BUDGETS = {
         "paper": dict(inversion_samples=150_000, inversion_epochs=20, inversion_hidden=4096, stage1_batch=16,
                       stage1_steps=20, stage1_keep=10, population=32, generations=500, top_k=5),
