@@ -1,0 +1,160 @@
+"""Attack metrics of the paper's Section 5.1, on reconstructions labelled with the class they attack.
+
+* Acc@1 / Acc@5: top-1 / top-5 accuracy of the evaluation classifier (:class:`ssdlib.evaluation.
+  EvaluationClassifier`, a head on dlib's 128-d embedding; the paper's is a separate FaceNet) on every
+  reconstructed image against its attacked class.
+* delta_eval: mean L2 distance (NOT squared; the paper says average l2 distance) in the evaluation classifier's
+  penultimate features, from each reconstruction to the nearest private *training* image of its class. For our
+  linear head the penultimate features are the head's input, the standardised embedding (e - mean) / scale with
+  one scalar scale, so delta_eval is exactly delta_face / scale: it carries no information beyond delta_face, and
+  its ratio to the undefended row equals delta_face's. Its magnitude is not comparable to the paper's (thousands,
+  from a deep network's penultimate layer). With an MLP head (``hidden`` > 0) it is the hidden activation instead.
+* delta_face: the same distance in dlib's 128-d embedding, our stand-in for the paper's FaceNet.
+* target top-1: the fraction of reconstructions the attacked model itself (through an oracle the caller gives, or
+  any callable) labels as the attacked class; the attack optimised this, so it is an upper reference for Acc@1.
+
+:func:`prior_only_metrics` gives the same figures for unoptimised prior samples (the floor an attack must beat);
+:func:`metrics_table` lays rows side by side with each distance's ratio to the undefended row.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+__all__ = ["topk_accuracy", "nearest_class_distance", "evaluation_features", "target_accuracy", "attack_metrics",
+           "results_metrics", "prior_samples", "prior_only_metrics", "metrics_table", "METRIC_COLUMNS"]
+
+METRIC_COLUMNS = ("acc@1", "acc@5", "delta_eval", "delta_face", "target_acc@1")
+
+
+def _labels(labels, n: int) -> torch.Tensor:
+    labels = torch.as_tensor(labels).cpu()
+    if labels.is_floating_point() or labels.shape != (n,):
+        raise ValueError(f"labels must be {n} integers (one attacked class per image), got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    return labels.long()
+
+
+def topk_accuracy(logits: torch.Tensor, labels, ks: Sequence[int] = (1, 5)) -> dict:
+    """``{"acc@k": fraction of rows whose label is among the k largest logits}`` for each k (k capped at C)."""
+    if logits.dim() != 2 or not len(logits):
+        raise ValueError(f"logits must be a non-empty [N, C] tensor, got {tuple(logits.shape)}")
+    labels = _labels(labels, len(logits))
+    if int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]:
+        raise ValueError(f"labels must lie in 0..{logits.shape[1] - 1}")
+    top = logits.float().cpu().topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return {f"acc@{k}": float(hits[:, :min(k, logits.shape[1])].any(1).float().mean()) for k in ks}
+
+
+def nearest_class_distance(features: torch.Tensor, labels, ref_features: torch.Tensor, ref_labels) -> torch.Tensor:
+    """Per-row L2 distance (not squared) from ``features`` ``[N, D]`` to the nearest reference row of its class."""
+    if features.dim() != 2 or ref_features.dim() != 2 or features.shape[1] != ref_features.shape[1]:
+        raise ValueError(f"features [N, D] and reference features [M, D] needed, got {tuple(features.shape)} and "
+                         f"{tuple(ref_features.shape)}")
+    labels, ref_labels = _labels(labels, len(features)), _labels(ref_labels, len(ref_features))
+    out = torch.empty(len(features))
+    for c in labels.unique().tolist():
+        mine, theirs = labels == c, ref_labels == c
+        if not theirs.any():
+            raise ValueError(f"no reference (private training) image of class {c}")
+        out[mine] = torch.cdist(features[mine].float().cpu(), ref_features[theirs].float().cpu(),
+                                compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+    return out
+
+
+def evaluation_features(evaluator, embeddings: torch.Tensor) -> torch.Tensor:
+    """The evaluation classifier's penultimate features of dlib embeddings: the standardised embedding for a
+    linear head, the hidden activation for an MLP head."""
+    with torch.no_grad():
+        x = (embeddings.float() - evaluator.mean) / evaluator.scale
+        head = evaluator.head
+        if isinstance(head, torch.nn.Sequential):
+            x = head[:-1](x)
+        return x
+
+
+def target_accuracy(target, images: torch.Tensor, labels) -> float:
+    """Fraction of ``images`` that ``target`` (a BlackBox, soft or hard, or a callable giving probabilities
+    ``[N, C]`` or labels ``[N]``) assigns to their attacked class. A BlackBox counts these queries."""
+    labels = _labels(labels, len(images))
+    out = target(images)
+    pred = out.argmax(-1) if out.dim() == 2 else out
+    return float((pred.cpu().long() == labels).float().mean())
+
+
+def attack_metrics(images: torch.Tensor, labels, evaluator, private_train, *, embedder=None,
+                   target: Callable | None = None, per_image: bool = False) -> dict:
+    """Acc@1, Acc@5, delta_eval, delta_face (means over images) and, with ``target``, the target's own top-1.
+
+    ``images`` float ``[N, 3, 64, 64]`` in [0, 1]; ``labels`` the attacked class of each; ``private_train`` the
+    private training FaceSet (classes in the evaluator's order). dlib embeddings of the private set are cached.
+    """
+    if list(private_train.classes) != list(evaluator.classes):
+        raise ValueError("private_train and the evaluator must have the same classes in the same order")
+    labels = _labels(labels, len(images))
+    embedder = embedder or evaluator._embedder()
+    emb = embedder.embed(images)
+    ref = embedder.embed_faceset(private_train)
+    with torch.no_grad():
+        logits = evaluator.logits_from_embeddings(emb)
+    out = topk_accuracy(logits, labels)
+    d_eval = nearest_class_distance(evaluation_features(evaluator, emb), labels,
+                                    evaluation_features(evaluator, ref), private_train.labels)
+    d_face = nearest_class_distance(emb, labels, ref, private_train.labels)
+    out.update({"delta_eval": float(d_eval.mean()), "delta_face": float(d_face.mean()), "n": len(images)})
+    if target is not None:
+        out["target_acc@1"] = target_accuracy(target, images, labels)
+    if per_image:
+        out.update(delta_eval_all=d_eval, delta_face_all=d_face, eval_pred=logits.argmax(1))
+    return out
+
+
+def results_metrics(results, evaluator, private_train, **kwargs) -> dict:
+    """:func:`attack_metrics` of a list of :class:`ssdlib.attacks.AttackResult`, plus mean queries and seconds
+    per class (setup excluded) and the shared setup's queries and seconds."""
+    if not results:
+        raise ValueError("no attack results given")
+    images = torch.cat([r.images for r in results])
+    labels = torch.cat([torch.full((len(r.images),), r.target, dtype=torch.long) for r in results])
+    out = attack_metrics(images, labels, evaluator, private_train, **kwargs)
+    out.update(queries_per_class=sum(r.queries for r in results) / len(results),
+               seconds_per_class=sum(r.seconds for r in results) / len(results),
+               setup_queries=results[0].setup_queries, setup_seconds=results[0].setup_seconds,
+               classes=len(results))
+    return out
+
+
+def prior_samples(prior, classes: Sequence[int], per_class: int, *, seed: int = 0):
+    """Unoptimised prior samples, ``per_class`` labelled with each class of ``classes``: (images, labels)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = prior.sample(len(classes) * per_class, gen)
+    labels = torch.tensor([c for c in classes for _ in range(per_class)], dtype=torch.long)
+    return prior.decode(z), labels
+
+
+def prior_only_metrics(prior, classes: Sequence[int], per_class: int, evaluator, private_train, *, seed: int = 0,
+                       **kwargs) -> dict:
+    """:func:`attack_metrics` of random prior samples labelled with the attacked classes: the no-attack floor."""
+    images, labels = prior_samples(prior, classes, per_class, seed=seed)
+    return attack_metrics(images, labels, evaluator, private_train, **kwargs)
+
+
+def metrics_table(rows: Mapping[str, Mapping], reference: str | None = "No Def."):
+    """A pandas DataFrame of metric rows (index = row names) with ``delta_eval_ratio`` and ``delta_face_ratio``,
+    each distance divided by that of the ``reference`` (undefended) row; ``reference`` None adds no ratios."""
+    import pandas as pd
+    if not rows:
+        raise ValueError("metrics_table needs at least one row")
+    frame = pd.DataFrame({name: {k: v for k, v in row.items() if not isinstance(v, torch.Tensor)}
+                          for name, row in rows.items()}).T
+    cols = [c for c in METRIC_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in METRIC_COLUMNS]
+    frame = frame[cols]
+    if reference is not None:
+        if reference not in frame.index:
+            raise ValueError(f"reference row {reference!r} not among the rows {list(frame.index)}")
+        for d in ("delta_eval", "delta_face"):
+            if d in frame.columns:
+                frame[f"{d}_ratio"] = frame[d].astype(float) / float(frame.loc[reference, d])
+    return frame

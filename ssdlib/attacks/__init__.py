@@ -1,0 +1,17 @@
+"""Black-box model-inversion attacks; each reaches its target only through :class:`ssdlib.blackbox.BlackBox`."""
+from .base import Attack, AttackResult, check_oracle
+from .c2f import C2F
+from .mirror import Mirror
+
+#: attack name -> class, for configurations that name an attack.
+ATTACKS = {"mirror": Mirror, "c2f": C2F}
+
+
+def build_attack(name: str, prior, *, scale: str = "cpu", **params) -> Attack:
+    """The attack called ``name`` (:data:`ATTACKS`) on ``prior`` at ``scale``, with parameter overrides."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
+    return ATTACKS[name](prior, scale=scale, **params)
+
+
+__all__ = ["Attack", "AttackResult", "check_oracle", "Mirror", "C2F", "ATTACKS", "build_attack"]
