@@ -5,7 +5,7 @@ An attack never sees the generator's architecture: it takes a :class:`Prior`, i.
 mean +- ``width`` standard deviations per coordinate (as Mirror bounds its search space). A paper-scale user may
 wrap a StyleGAN2 (sampler = its W-space samples, a module that crops and resizes to 64x64).
 
-:func:`train_prior` trains the DCGAN-style prior of :mod:`ssdlib.generators` on the identity-disjoint public faces
+:func:`train_prior` trains the DCGAN-style prior of :mod:`ssdlib.models.generators` on the identity-disjoint public faces
 (:func:`ssdlib.data.public_set`, minus a seeded held-out slice used only to judge it), cached by configuration
 through :func:`ssdlib.cache.cached` and checkpointed every few hundred steps; all randomness comes from one torch
 Generator whose state is checkpointed, so a resumed run ends with the same weights as an uninterrupted one.
@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cache import CacheInfo, atomic_save, cached, fingerprint
-from .generators import ARCHITECTURES, LATENT_DIM, build_discriminator, build_generator
+from .models.generators import ARCHITECTURES, LATENT_DIM, build_discriminator, build_generator
 from .scales import check_scale
 
 __all__ = ["Prior", "PRIOR_RECIPES", "QUALITY_SIZES", "PriorTrainingStopped", "prior_data", "prior_config",

@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from ssdlib.attack_metrics import (attack_metrics, metrics_table, nearest_class_distance, prior_only_metrics,
+from ssdlib.metrics.attack import (attack_metrics, metrics_table, nearest_class_distance, prior_only_metrics,
                                    results_metrics, target_accuracy, topk_accuracy)
 from ssdlib.attacks import AttackResult
 from ssdlib.blackbox import BlackBox
 from ssdlib.data import FaceSet
-from ssdlib.evaluation import EvaluationClassifier
+from ssdlib.models import EvaluationClassifier
 
 
 class FakeEmbedder:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssdlib.attack_runs import attack_run, attack_runs
+from ssdlib.experiments.attack_runs import attack_run, attack_runs
 from ssdlib.attacks import C2F, Mirror, build_attack
 from ssdlib.attacks.c2f import inversion_input
 from ssdlib.blackbox import BlackBox

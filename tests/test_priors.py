@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ssdlib.data import FaceSet
-from ssdlib.generators import ARCHITECTURES, Discriminator, Generator, build_generator
+from ssdlib.models.generators import ARCHITECTURES, Discriminator, Generator, build_generator
 from ssdlib.priors import (Prior, PriorTrainingStopped, face_detection_rate, nearest_distance, prior_data,
                            save_grid, train_prior)
 from ssdlib.utils import data_root

@@ -54,10 +54,12 @@ class EvaluationClassifier(nn.Module):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def _embedder(self) -> DlibEmbedder:
+    def embedder_or_default(self) -> DlibEmbedder:
+        """The embedder this classifier reads faces with (dlib's, created on first use)."""
         if self.embedder is None:
             self.embedder = DlibEmbedder()
         return self.embedder
+
 
     def logits_from_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, K]`` from dlib embeddings ``[N, 128]``."""
@@ -76,11 +78,11 @@ class EvaluationClassifier(nn.Module):
     def features(self, images) -> torch.Tensor:
         """Penultimate features of float images ``[N, 3, S, S]`` in [0, 1] (the space of delta_eval)."""
         self.eval()
-        return self.features_from_embeddings(self._embedder().embed(check_images(images)))
+        return self.features_from_embeddings(self.embedder_or_default().embed(check_images(images)))
 
     def forward(self, images) -> torch.Tensor:
         """Logits ``[N, K]`` of float images ``[N, 3, S, S]`` in [0, 1] (no gradient flows through dlib)."""
-        return self.logits_from_embeddings(self._embedder().embed(check_images(images)))
+        return self.logits_from_embeddings(self.embedder_or_default().embed(check_images(images)))
 
     @torch.no_grad()
     def predict_proba(self, images) -> torch.Tensor:
@@ -102,7 +104,7 @@ class EvaluationClassifier(nn.Module):
         ks = (k,) if isinstance(k, int) else tuple(k)
         if not ks or any(not isinstance(j, (int, np.integer)) or j < 1 for j in ks):
             raise ValueError(f"k must be positive integers, got {k!r}")
-        emb = embeddings if embeddings is not None else self._embedder().embed(check_images(images))
+        emb = embeddings if embeddings is not None else self.embedder_or_default().embed(check_images(images))
         labels = check_labels(labels, len(emb), self.num_classes)
         self.eval()
         logits = self.logits_from_embeddings(emb)
@@ -121,8 +123,8 @@ class EvaluationClassifier(nn.Module):
             raise ValueError(f"weight_decays must be non-negative numbers, got {weight_decays!r}")
         if embedder is not None:
             self.embedder = embedder
-        e_train = self._embedder().embed_faceset(train_set)
-        e_valid = self._embedder().embed_faceset(valid_set)
+        e_train = self.embedder_or_default().embed_faceset(train_set)
+        e_valid = self.embedder_or_default().embed_faceset(valid_set)
         return self.fit_embeddings(e_train, train_set.labels, e_valid, valid_set.labels,
                                    weight_decays=weight_decays, max_iter=max_iter, seed=seed)
 

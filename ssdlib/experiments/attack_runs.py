@@ -17,9 +17,9 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from .attacks.base import Attack, AttackResult
-from .blackbox import BlackBox
-from .cache import CacheInfo, cached, config_hash
+from ..attacks.base import Attack, AttackResult
+from ..blackbox import BlackBox
+from ..cache import CacheInfo, cached, config_hash
 
 __all__ = ["run_config", "setup_config", "attack_setup", "attack_run", "attack_runs"]
 

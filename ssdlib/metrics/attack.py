@@ -1,6 +1,6 @@
 """Attack metrics of the paper's Section 5.1, on reconstructions labelled with the class they attack.
 
-* Acc@1 / Acc@5: top-1 / top-5 accuracy of the evaluation classifier (:class:`ssdlib.evaluation.
+* Acc@1 / Acc@5: top-1 / top-5 accuracy of the evaluation classifier (:class:`ssdlib.models.
   EvaluationClassifier`, a head on dlib's 128-d embedding; the paper's is a separate FaceNet) on every
   reconstructed image against its attacked class.
 * delta_eval: mean L2 distance (NOT squared; the paper says average l2 distance) in the evaluation classifier's
@@ -66,13 +66,9 @@ def nearest_class_distance(features: torch.Tensor, labels, ref_features: torch.T
 
 def evaluation_features(evaluator, embeddings: torch.Tensor) -> torch.Tensor:
     """The evaluation classifier's penultimate features of dlib embeddings: the standardised embedding for a
-    linear head, the hidden activation for an MLP head."""
+    linear head, the hidden activation for an MLP head (:meth:`EvaluationClassifier.features_from_embeddings`)."""
     with torch.no_grad():
-        x = (embeddings.float() - evaluator.mean) / evaluator.scale
-        head = evaluator.head
-        if isinstance(head, torch.nn.Sequential):
-            x = head[:-1](x)
-        return x
+        return evaluator.features_from_embeddings(embeddings.float())
 
 
 def target_accuracy(target, images: torch.Tensor, labels) -> float:
@@ -94,7 +90,7 @@ def attack_metrics(images: torch.Tensor, labels, evaluator, private_train, *, em
     if list(private_train.classes) != list(evaluator.classes):
         raise ValueError("private_train and the evaluator must have the same classes in the same order")
     labels = _labels(labels, len(images))
-    embedder = embedder or evaluator._embedder()
+    embedder = embedder or evaluator.embedder_or_default()
     emb = embedder.embed(images)
     ref = embedder.embed_faceset(private_train)
     with torch.no_grad():

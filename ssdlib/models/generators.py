@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .scales import check_scale
+from ..scales import check_scale
 
 __all__ = ["LATENT_DIM", "IMAGE_SIZE", "ARCHITECTURES", "Generator", "Discriminator", "build_generator",
            "build_discriminator"]
