@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["cache_dir", "config_hash", "fingerprint", "atomic_save", "cached", "CacheInfo"]
+__all__ = ["cache_dir", "config_hash", "fingerprint", "state_fingerprint", "atomic_save", "cached", "CacheInfo"]
 
 
 def cache_root() -> Path:
@@ -60,6 +60,11 @@ def fingerprint(*parts: Any, length: int = 16) -> str:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
         digest.update(b"\x00")
     return digest.hexdigest()[:length]
+
+
+def state_fingerprint(state: dict, length: int = 12) -> str:
+    """Content hash of a state dict (names and tensors, in name order): which weights a model started from."""
+    return fingerprint(*(x for name in sorted(state) for x in (name, state[name])), length=length)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

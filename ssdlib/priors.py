@@ -382,7 +382,7 @@ def prior_quality(prior: Prior, train_set, holdout, *, scale: str = "cpu", embed
     real = holdout.float_images()[torch.randperm(len(holdout), generator=gen)[:n]]
     ref = train_set.float_images()[torch.sort(torch.randperm(len(train_set), generator=gen)[:m]).values]
     if embedder is None:
-        from .embedding import DlibEmbedder
+        from .models.embedding import DlibEmbedder
         embedder = DlibEmbedder()
     e_ref, e_samples, e_real = embedder.embed(ref), embedder.embed(samples), embedder.embed(real)
     d_samples, d_real = nearest_distance(e_samples, e_ref), nearest_distance(e_real, e_ref)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .cache import atomic_save, cached, fingerprint
+from .cache import atomic_save, cached, fingerprint, state_fingerprint
 from .defenses import TrainingDefense, build_defense
 from .models.classifiers import ARCHITECTURES, FAMILIES, build_model
 from .scales import SCALES
@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     defense: str = "none"
     defense_params: dict = field(default_factory=dict)
+    init: str = ""  # fingerprint of the weights training starts from ("" = random initialisation)
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -80,10 +81,26 @@ class TrainConfig:
         return d
 
 
-def init_model(config: TrainConfig) -> nn.Module:
-    """The untrained model of ``config``, initialised from ``config.seed`` (so training is reproducible)."""
+def body_state(model: nn.Module) -> dict:
+    """A model's weights without its classifier: what a pretrained backbone hands to a model of other classes."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+
+
+def init_model(config: TrainConfig, init_state: dict | None = None) -> nn.Module:
+    """The model of ``config`` before training: initialised from ``config.seed`` (so training is reproducible), then,
+    when ``config.init`` names starting weights, loaded from ``init_state`` (every weight but the classifier)."""
     seed_everything(config.seed)
-    return build_model(config.family, config.num_classes, config.scale)
+    model = build_model(config.family, config.num_classes, config.scale)
+    if bool(config.init) != (init_state is not None):
+        raise ValueError("config.init and init_state go together: set config.init = state_fingerprint(init_state)"
+                         f" (config.init is {config.init!r}, init_state {'given' if init_state else 'missing'})")
+    if init_state is not None:
+        if state_fingerprint(init_state) != config.init:
+            raise ValueError(f"init_state does not match config.init={config.init!r}: another backbone")
+        missing, unexpected = model.load_state_dict(init_state, strict=False)
+        if unexpected or any(not k.startswith("classifier.") for k in missing):
+            raise ValueError(f"initial weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -282,9 +299,11 @@ def model_config(config: TrainConfig, train_set, valid_set=None, defense: Traini
 
 
 def train_or_load(config: TrainConfig, train_set, valid_set=None, *, defense: TrainingDefense | None = None,
-                  device=None, cache: bool = True, progress: bool = True) -> tuple[nn.Module, dict]:
-    """Train (resuming an interrupted run) and cache, or load the cached model. Returns ``(model, info)`` with
-    info = history, train_seconds, key, path, cached (True if loaded)."""
+                  init_state: dict | None = None, device=None, cache: bool = True,
+                  progress: bool = True) -> tuple[nn.Module, dict]:
+    """Train (resuming an interrupted run) and cache, or load the cached model. ``init_state``: the weights training
+    starts from (see :func:`init_model`). Returns ``(model, info)`` with info = history, train_seconds, key, path,
+    cached (True if loaded)."""
     defense = _check_defense(config, defense)
     device = resolve_device(device)
     trained = {}
@@ -294,18 +313,27 @@ def train_or_load(config: TrainConfig, train_set, valid_set=None, *, defense: Tr
         if partial is not None and partial.is_file():  # seconds already spent by an interrupted run
             prior = sum(r["seconds"] for r in torch.load(partial, map_location="cpu", weights_only=False)["history"])
         t0 = time.perf_counter()
-        net, history = fit(init_model(config), train_set, valid_set, config=config, defense=defense, device=device,
-                           checkpoint=partial, progress=progress)
+        net, history = fit(init_model(config, init_state), train_set, valid_set, config=config, defense=defense,
+                           device=device, checkpoint=partial, progress=progress)
         trained["net"] = net
         return {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "history": history,
+                "environment": training_environment(device),
                 "seconds": prior + time.perf_counter() - t0}
 
     payload, info = cached("models", model_config(config, train_set, valid_set, defense), train,
                            name=f"{config.family}-{config.scale}-{defense.name}", enabled=cache)
     net = trained.get("net")
     if net is None:
-        net = defense.wrap(init_model(config))
+        net = defense.wrap(init_model(config, init_state))
         net.load_state_dict(payload["state_dict"])
     net.to(device).eval()
     return net, {"history": payload["history"], "train_seconds": info.seconds, "key": info.key, "path": info.path,
-                 "cached": info.cached}
+                 "cached": info.cached, "environment": payload.get("environment", {})}
+
+
+def training_environment(device) -> dict:
+    """What makes floating-point results differ between machines: the torch build, the CPU kernels PyTorch picked
+    (``ATEN_CPU_CAPABILITY``), the thread count, the device. Stored with every trained model: two runs with the
+    same seed are bit-identical only when these agree (oneDNN's and MKL's kernel choice also follow the CPU)."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "device": str(device)}

@@ -184,3 +184,24 @@ def test_a_last_batch_of_one_image_joins_the_previous_batch():
     net, history = fit(build_model("vgg16", K, "smoke"), subset, config=_config(family="vgg16", epochs=1,
                                                                                  batch_size=8), progress=False)
     assert len(history) == 1 and history[0]["train_loss"] > 0
+
+
+def test_training_starts_from_given_weights_and_checks_them():
+    from ssdlib.cache import state_fingerprint
+    from ssdlib.training import body_state
+
+    public = _toy(n_per_class=8, seed=7, name="public")
+    backbone, _ = fit(build_model("ir152", K, "smoke"), public, config=_config(epochs=1), progress=False)
+    state = body_state(backbone)
+    assert not any(k.startswith("classifier.") for k in state)
+    cfg = _config(epochs=1, init=state_fingerprint(state), num_classes=3)
+    start = init_model(cfg, state)
+    torch.testing.assert_close(start.input_layer[0].weight, backbone.input_layer[0].weight)
+    assert start.classifier.out_features == 3  # a new head for the private classes
+    with pytest.raises(ValueError, match="go together"):
+        init_model(cfg)
+    with pytest.raises(ValueError, match="go together"):
+        init_model(_config(epochs=1), state)
+    other = {k: v + 1 for k, v in state.items()}
+    with pytest.raises(ValueError, match="another backbone"):
+        init_model(cfg, other)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..cache import fingerprint
+from ..cache import state_fingerprint
 from .base import TrainingDefense
 
 
@@ -61,7 +61,7 @@ class TransferLearning(TrainingDefense):
             raise ValueError(f"freeze_fraction must be in [0, 1), got {freeze_fraction}")
         self.state = {k: v for k, v in pretrained.items() if not k.startswith("classifier.")}
         self.freeze_fraction = float(freeze_fraction)
-        self.digest = fingerprint(*(x for name in sorted(self.state) for x in (name, self.state[name])), length=12)
+        self.digest = state_fingerprint(self.state)
         self.frozen: list[nn.Module] = []
 
     def wrap(self, model):

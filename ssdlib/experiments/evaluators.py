@@ -9,7 +9,13 @@ from ..data.faceset import check_faceset
 from ..models.evaluator import DEFAULT_WEIGHT_DECAYS, EvaluationClassifier
 
 
-def train_or_load_evaluator(private_data, *, embedder: DlibEmbedder | None = None, hidden: int = 0,
+#: Hidden units of the evaluation classifier's head. A hidden layer gives the evaluator penultimate features of its
+#: own (the space of delta_eval); with a linear head they would be the standardised dlib embedding, and delta_eval a
+#: constant multiple of delta_face.
+EVALUATOR_HIDDEN = 256
+
+
+def train_or_load_evaluator(private_data, *, embedder: DlibEmbedder | None = None, hidden: int = EVALUATOR_HIDDEN,
                             weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, seed: int = 0,
                             cache: bool = True) -> EvaluationClassifier:
     """The evaluation classifier of a ``PrivateData`` (train/valid/test), cached by a hash of data and config.

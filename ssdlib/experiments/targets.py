@@ -12,15 +12,17 @@ from torch import nn
 from .. import data as D
 from ..defenses import TransferLearning, build_defense
 from ..scales import check_scale
-from ..training import TrainConfig, evaluate, train_or_load
+from ..cache import state_fingerprint
+from ..training import TrainConfig, body_state, evaluate, train_or_load
 from ..utils import data_root
-from .settings import PRETRAIN_LIMITS, PRIVATE_LIMITS, defense_params, recipe, setting
+from .settings import PRETRAIN_LIMITS, PRIVATE_LIMITS, defense_params, pretrain_recipe, recipe, setting
 
 
-def default_config(family: str, scale: str, num_classes: int, defense: str = "none", **overrides) -> TrainConfig:
-    """The recipe of ``scale`` for ``family`` with ``overrides`` applied."""
+def default_config(family: str, scale: str, num_classes: int, defense: str = "none", *, setting_name: str | None = None,
+                   **overrides) -> TrainConfig:
+    """The fine-tuning recipe of ``scale`` (for setting ``setting_name``) for ``family``, ``overrides`` applied."""
     return TrainConfig(family=family, scale=scale, num_classes=num_classes, defense=defense,
-                       **{**recipe(scale), **overrides})
+                       **{**recipe(scale, setting_name), **overrides})
 
 
 @functools.lru_cache(maxsize=8)
@@ -47,10 +49,11 @@ def pretraining_data(scale: str, *, seed: int = 0, root=None) -> D.FaceSet:
 
 def pretrain_public(family: str, scale: str, public_set, *, config: TrainConfig | None = None,
                     epochs: int | None = None, device=None, cache: bool = True, progress: bool = True) -> nn.Module:
-    """Train (or load from the cache) a ``family`` classifier over the public identities: the backbone shared by
-    every setting of that family. ``epochs`` overrides the scale's recipe."""
+    """Train (or load from the cache) a ``family`` classifier over the public identities: the backbone every target
+    of that family starts from. ``epochs`` overrides the scale's pretraining recipe."""
     if config is None:
-        config = default_config(family, scale, public_set.num_classes, **({"epochs": epochs} if epochs else {}))
+        config = TrainConfig(family=family, scale=scale, num_classes=public_set.num_classes,
+                             **{**pretrain_recipe(scale, family), **({"epochs": epochs} if epochs else {})})
     elif not isinstance(config, TrainConfig) or config.defense != "none":
         raise ValueError("config must be a TrainConfig without a defense")
     model, _ = train_or_load(config, public_set, None, device=device, cache=cache, progress=progress)
@@ -62,22 +65,27 @@ def train_target(name: str, defense: str = "none", scale: str = "cpu", *, device
                  **overrides) -> tuple[nn.Module, dict]:
     """Train (or load from the cache) the target model of setting ``name`` under a training-time ``defense``.
 
-    ``seed`` fixes the private split (and, by default, training); ``train_seed`` reseeds only the initialisation
-    and batch order, to measure how much accuracy moves between training runs on the same split."""
+    Every target starts from its family's public backbone (:func:`public_backbone`; TL also freezes its first
+    layers). ``seed`` fixes the private split (and, by default, training); ``train_seed`` reseeds only the new
+    head's initialisation and the batch order, to measure how much accuracy moves between training runs."""
     s = setting(name)
     params = defense_params(name, defense)
     data = private_data(s.dataset, scale, seed=seed, root=root)
-    if defense == "tl":
-        backbone = pretrain_public(s.family, scale, pretraining_data(scale, seed=seed, root=root), device=device,
-                                   progress=progress, cache=cache)
-        strategy = TransferLearning(backbone, **params)
-    else:
-        strategy = build_defense(defense, **params)
-    config = default_config(s.family, scale, data.num_classes, defense=defense,
-                            defense_params=params if defense != "tl" else {},
+    backbone = public_backbone(s.family, scale, seed=seed, root=root, device=device, progress=progress, cache=cache)
+    init = body_state(backbone)
+    strategy = TransferLearning(backbone, **params) if defense == "tl" else build_defense(defense, **params)
+    config = default_config(s.family, scale, data.num_classes, defense=defense, setting_name=name,
+                            defense_params=params if defense != "tl" else {}, init=state_fingerprint(init),
                             seed=seed if train_seed is None else int(train_seed), **overrides)
-    return train_or_load(config, data.train, data.valid, defense=strategy, device=device, progress=progress,
-                         cache=cache)
+    return train_or_load(config, data.train, data.valid, defense=strategy, init_state=init, device=device,
+                         progress=progress, cache=cache)
+
+
+def public_backbone(family: str, scale: str, *, seed: int = 0, root=None, device=None, progress: bool = True,
+                    cache: bool = True) -> nn.Module:
+    """The ``family`` backbone pretrained on the public faces at ``scale`` (cached): where every target starts."""
+    return pretrain_public(family, scale, pretraining_data(scale, seed=seed, root=root), device=device,
+                           progress=progress, cache=cache)
 
 
 def seed_spread(name: str, scale: str, train_seeds, *, device=None, seed: int = 0, root=None,

@@ -4,11 +4,10 @@
   EvaluationClassifier`, a head on dlib's 128-d embedding; the paper's is a separate FaceNet) on every
   reconstructed image against its attacked class.
 * delta_eval: mean L2 distance (NOT squared; the paper says average l2 distance) in the evaluation classifier's
-  penultimate features, from each reconstruction to the nearest private *training* image of its class. For our
-  linear head the penultimate features are the head's input, the standardised embedding (e - mean) / scale with
-  one scalar scale, so delta_eval is exactly delta_face / scale: it carries no information beyond delta_face, and
-  its ratio to the undefended row equals delta_face's. Its magnitude is not comparable to the paper's (thousands,
-  from a deep network's penultimate layer). With an MLP head (``hidden`` > 0) it is the hidden activation instead.
+  penultimate features, from each reconstruction to the nearest private *training* image of its class. The book's
+  evaluator has an MLP head (``ssdlib.experiments.evaluators.EVALUATOR_HIDDEN``), whose hidden activation is that
+  space; with a linear head it would be the standardised embedding (e - mean) / scale with one scalar scale, and
+  delta_eval exactly delta_face / scale. Its magnitude is not comparable to the paper's (a deep network's layer).
 * delta_face: the same distance in dlib's 128-d embedding, our stand-in for the paper's FaceNet.
 * target top-1: the fraction of reconstructions the attacked model itself (through an oracle the caller gives, or
   any callable) labels as the attacked class; the attack optimised this, so it is an upper reference for Acc@1.

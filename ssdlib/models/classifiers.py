@@ -20,10 +20,9 @@ FAMILIES = ("ir152", "vgg16")
 #  ir152: ``stages`` = bottleneck_IR units per stage ((3, 8, 36, 3) is IR-152); ``widths`` per stage;
 #         ``feat_dim`` = size of the embedding produced by the output layer (512 in the paper).
 #  both:  ``downsample`` = the model average-pools its 64x64 input by this factor first (cpu/smoke members
-#         see 32x32 faces: a 4x cheaper step, which is what makes a 4-minute CPU training budget useful).
-# cpu members, measured on the idle 2-core machine (batch 64, 2 threads): vgg16 0.105 s/step, ir152 0.155 s/step;
-# 20 epochs on the CelebA private train split (3,768 images) take ~2.5 / ~3.7 min. The full VGG-16 depth at this
-# width reached only 13% CelebA test accuracy in 20 epochs (vs 46% for the shallower member kept here).
+#         see 32x32 faces: a step about 4x cheaper, which is what fits a few minutes of CPU per target).
+# The cpu members were chosen for the 2-core budget: the full VGG-16 depth at this width trained far worse in the
+# same time than the shallower member kept here, and 64x64 inputs cost 3.5-4x per step.
 ARCHITECTURES: dict[tuple[str, str], dict] = {
     ("vgg16", "paper"): dict(width=64, convs=(2, 2, 3, 3, 3)),
     ("vgg16", "cpu"): dict(width=16, convs=(1, 1, 2, 2, 2), downsample=2),

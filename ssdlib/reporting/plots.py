@@ -142,7 +142,7 @@ def grouped_bars(df: pd.DataFrame, value: str, *, ylabel: str, ax=None, group: s
 
 
 __all__ = ["proposition1_scatter", "waterfill_bars", "simplex_panel", "simplex_grid_figure", "cmi_spread",
-           "kl_of_step", "grouped_bars", "face_grid", "PAGE_WIDTH"]
+           "kl_of_step", "grouped_bars", "face_grid", "image_rows", "reconstruction_grid", "PAGE_WIDTH"]
 
 
 def face_grid(faceset, n_ids: int = 8, per_id: int = 4, title: str = ""):
@@ -157,4 +157,47 @@ def face_grid(faceset, n_ids: int = 8, per_id: int = 4, title: str = ""):
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def image_rows(rows, labels, *, per_row: int = 16):
+    """Rows of float images ``[N, 3, H, W]`` in [0, 1], up to ``per_row`` each, labelled on the left."""
+    rows = [r[:per_row].detach().cpu().clamp(0, 1) for r in rows]
+    n = max(len(r) for r in rows)
+    size = PAGE_WIDTH / (n + 2.5)
+    fig, axes = plt.subplots(len(rows), n, figsize=(PAGE_WIDTH, size * len(rows) + 0.2), squeeze=False)
+    for i, (images, label) in enumerate(zip(rows, labels)):
+        for j in range(n):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(images):
+                ax.imshow(images[j].permute(1, 2, 0).numpy())
+        axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    fig.subplots_adjust(left=2.3 / (n + 2.5), right=0.995, top=0.99, bottom=0.01, wspace=0.04, hspace=0.04)
+    return fig
+
+
+def reconstruction_grid(truth: dict, rows: dict):
+    """The paper's Figure 2 layout: for each class (a column), a private training image on top, then one
+    reconstruction per (attack, defense) row; ``truth`` {class: image}, ``rows`` {label: {class: image}}."""
+    classes = list(truth)
+    fig, axes = plt.subplots(len(rows) + 1, len(classes), figsize=(0.3 + 0.8 * len(classes),
+                                                                   0.8 * (len(rows) + 1)), squeeze=False)
+    labels = ["private (ground truth)", *rows]
+    for i, label in enumerate(labels):
+        for j, c in enumerate(classes):
+            ax = axes[i, j]
+            image = truth[c] if i == 0 else rows[label].get(c)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if image is not None:
+                ax.imshow(image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
+            if j == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+            if i == 0:
+                ax.set_title(f"class {c}", fontsize=7)
+    fig.subplots_adjust(left=0.45, right=0.99, top=0.95, bottom=0.01, wspace=0.05, hspace=0.05)
     return fig
