@@ -20,7 +20,7 @@ from ssdlib.utils import data_root
 # ---------------------------------------------------------------- real data (../shared/data or $SSD_DATA_ROOT)
 @pytest.fixture(scope="session")
 def real():
-    """Private splits of both data sets and the public set, decoded once (cached under data/cache/faces)."""
+    """Private splits of both data sets and the public set, decoded once (cached in the faces folder of the cache)."""
     try:
         find_source("celeba"), find_source("lfw")
     except FileNotFoundError as err:

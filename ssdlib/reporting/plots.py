@@ -180,17 +180,19 @@ def image_rows(rows, labels, *, per_row: int = 16):
     return fig
 
 
-def reconstruction_grid(truth: dict, rows: dict):
-    """The paper's Figure 2 layout: for each class (a column), a private training image on top, then one
-    reconstruction per (attack, defense) row; ``truth`` {class: image}, ``rows`` {label: {class: image}}."""
+def reconstruction_grid(truth: dict, rows: dict, attacks):
+    """The paper's Figure 2 layout: a column per (attack, class), a private training image of the class on top,
+    then one reconstruction per defense row; ``truth`` {class: image}, ``rows`` {defense: {(attack, class): image}}."""
     classes = list(truth)
-    fig, axes = plt.subplots(len(rows) + 1, len(classes), figsize=(0.3 + 0.8 * len(classes),
-                                                                   0.8 * (len(rows) + 1)), squeeze=False)
+    columns = [(a, c) for a in attacks for c in classes]
+    size = min(0.75, (PAGE_WIDTH - 1.6) / len(columns))
+    fig, axes = plt.subplots(len(rows) + 1, len(columns), figsize=(1.6 + size * len(columns),
+                                                                   0.25 + size * (len(rows) + 1)), squeeze=False)
     labels = ["private (ground truth)", *rows]
     for i, label in enumerate(labels):
-        for j, c in enumerate(classes):
+        for j, (attack, c) in enumerate(columns):
             ax = axes[i, j]
-            image = truth[c] if i == 0 else rows[label].get(c)
+            image = truth[c] if i == 0 else rows[label].get((attack, c))
             ax.set_xticks([])
             ax.set_yticks([])
             if image is not None:
@@ -198,6 +200,7 @@ def reconstruction_grid(truth: dict, rows: dict):
             if j == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
             if i == 0:
-                ax.set_title(f"class {c}", fontsize=7)
-    fig.subplots_adjust(left=0.45, right=0.99, top=0.95, bottom=0.01, wspace=0.05, hspace=0.05)
+                ax.set_title(f"{attack}\nclass {c}", fontsize=6)
+    fig.subplots_adjust(left=1.55 / (1.6 + size * len(columns)), right=0.995, top=0.93, bottom=0.01, wspace=0.05,
+                        hspace=0.05)
     return fig

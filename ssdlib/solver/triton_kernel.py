@@ -72,7 +72,7 @@ def triton_available() -> tuple[bool, str]:
         if _interpret_requested():
             reason += "; TRITON_INTERPRET=1 was set after this module was imported (set it before)"
         else:
-            reason += " (set TRITON_INTERPRET=1 before importing ssdlib.solver_triton for the CPU interpreter)"
+            reason += " (set TRITON_INTERPRET=1 before importing ssdlib.solver.triton_kernel for the CPU interpreter)"
         return False, reason
     return True, f"triton {triton.__version__} on {torch.cuda.get_device_name()}"
 
