@@ -11,31 +11,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from solver_rows import edge_rows, row
 from ssdlib.information import kl_divergence
 from ssdlib.solver import waterfill, waterfill_loop, waterfill_passes, waterfill_sort
 from ssdlib.solver.oracle import waterfill_cvxpy
 
 needs_cvxpy = pytest.mark.skipif(importlib.util.find_spec("cvxpy") is None, reason="needs cvxpy (test extra)")
-
-
-def _row(rng: np.random.Generator, C: int, kind: str) -> np.ndarray:
-    """A probability row of a given flavour: flat, peaked, with zeros, or with tied values."""
-    if kind == "flat":
-        x = rng.dirichlet(np.ones(C))
-    elif kind == "peaked":
-        z = rng.normal(size=C) * 4.0
-        z[rng.integers(C)] += 8.0
-        x = np.exp(z - z.max())
-    elif kind == "zeros":
-        x = rng.dirichlet(np.ones(C) * 0.5)
-        x[rng.choice(C, size=max(1, C // 3), replace=False)] = 0.0
-        if x.sum() == 0:
-            x[0] = 1.0
-    elif kind == "ties":
-        x = rng.integers(1, 4, size=C).astype(float)
-    else:  # pragma: no cover
-        raise AssertionError(kind)
-    return x / x.sum()
 
 
 def _l1(p, f) -> float:
@@ -71,7 +52,7 @@ ORACLE_CASES = [
 @pytest.mark.parametrize("C,kf,kq,frac", ORACLE_CASES)
 def test_matches_cvxpy(C, kf, kq, frac):
     rng = np.random.default_rng(zlib.crc32(repr((C, kf, kq, frac)).encode()))  # hash() of str varies per process
-    f, q = _row(rng, C, kf), _row(rng, C, kq)
+    f, q = row(rng, C, kf), row(rng, C, kq)
     eps = frac * np.abs(q - f).sum()
     p = _check_against_oracle(f, q, eps)
     assert _l1(p, f) == pytest.approx(eps, abs=1e-9)  # the budget is used fully when q is infeasible
@@ -80,7 +61,7 @@ def test_matches_cvxpy(C, kf, kq, frac):
 @needs_cvxpy
 def test_eps_regimes_against_cvxpy():
     rng = np.random.default_rng(1)
-    f, q = _row(rng, 12, "peaked"), _row(rng, 12, "flat")
+    f, q = row(rng, 12, "peaked"), row(rng, 12, "flat")
     d = np.abs(q - f).sum()
     for eps in (1e-6, 1e-3, d * (1 - 1e-6), d * 0.999):
         _check_against_oracle(f, q, eps)
@@ -96,8 +77,8 @@ def test_eps_regimes_against_cvxpy():
 def test_zero_q_feasible_against_cvxpy():
     """f has mass on {q = 0} below eps/2: those entries go to 0, the rest of the budget lowers by a level."""
     rng = np.random.default_rng(2)
-    f = _row(rng, 10, "flat")
-    q = _row(rng, 10, "zeros")
+    f = row(rng, 10, "flat")
+    q = row(rng, 10, "zeros")
     m0 = f[q == 0].sum()
     eps = 2 * m0 + 0.5 * (np.abs(q - f).sum() - 2 * m0)
     p = _check_against_oracle(f, q, eps)
@@ -109,8 +90,8 @@ def test_zero_q_infeasible_limit_rule():
     """Mass of f on {q = 0} above eps/2: compare with the oracle on a smoothed q (the delta -> 0 limit)."""
     rng = np.random.default_rng(3)
     C = 8
-    f = _row(rng, C, "flat")
-    q = _row(rng, C, "flat")
+    f = row(rng, C, "flat")
+    q = row(rng, C, "flat")
     zero = np.array([0, 3, 5])
     q[zero] = 0.0
     q /= q.sum()
@@ -152,7 +133,7 @@ def test_cvxpy_oracle_retries_looser_tolerance():
     # Clarabel reports 'optimal_inaccurate' on this instance at 1e-10 tolerances (found by search, a CI flake);
     # the oracle then retries at 1e-9 / 1e-8 and must still agree with waterfill.
     rng = np.random.default_rng(13)
-    f, q = _row(rng, 30, "flat"), _row(rng, 30, "flat")
+    f, q = row(rng, 30, "flat"), row(rng, 30, "flat")
     _check_against_oracle(f, q, 0.3 * np.abs(q - f).sum())
 
 
@@ -197,17 +178,6 @@ def test_passes_are_few():
     torch.testing.assert_close(waterfill_passes(f, q, 0.5, method="torch"), n, atol=2, rtol=0)
 
 
-def _edge_rows(g, B, C, dtype, shared):
-    """Random rows with zeros in f and q (some rows KL-infeasible), optionally one shared q row."""
-    def zeroed(x, frac):
-        y = torch.where(torch.rand(x.shape, generator=g, dtype=torch.float64) < frac, 0.0, x)
-        y = torch.where(y.sum(-1, keepdim=True) > 0, y, x)
-        return (y / y.sum(-1, keepdim=True)).to(dtype)
-    f = zeroed(torch.softmax(torch.randn(B, C, generator=g, dtype=torch.float64) * 3, -1), 0.3)
-    q = zeroed(torch.softmax(torch.randn(1 if shared else B, C, generator=g, dtype=torch.float64) * 3, -1), 0.5)
-    return f, (q[0] if shared else q)
-
-
 @pytest.mark.parametrize("chunk,every,bmm_max_c", [(None, None, None), (64, 1, None), (None, None, 0)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_torch_path_matches_numba_on_edge_cases(monkeypatch, chunk, every, bmm_max_c, dtype):
@@ -223,7 +193,7 @@ def test_torch_path_matches_numba_on_edge_cases(monkeypatch, chunk, every, bmm_m
     g = torch.Generator().manual_seed(11)
     for trial in range(8):
         C = int(torch.randint(1, 40, (1,), generator=g))
-        f, q = _edge_rows(g, 9, C, dtype, shared=trial % 3 == 0)
+        f, q = edge_rows(g, 9, C, dtype, shared=trial % 3 == 0)
         eps = torch.rand(9, generator=g, dtype=torch.float64) * 2.5
         eps[0], eps[1], eps[2] = 0.0, 1e-12, 2.0
         for e in (eps, 0.4, 3.0):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from solver_rows import edge_rows, row
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 TRITON_VERSION = tuple(int(x) for x in importlib.metadata.version("triton").split(".")[:2]) if HAVE_TRITON else ()
@@ -110,37 +111,6 @@ def _check_bound(p, f, e):
     assert torch.all(l1 <= e + slack), (l1 - e).max()
 
 
-def _row(rng: np.random.Generator, C: int, kind: str) -> np.ndarray:
-    """A probability row: flat, peaked, with zeros, or with tied values (as in test_solver)."""
-    if kind == "flat":
-        x = rng.dirichlet(np.ones(C))
-    elif kind == "peaked":
-        z = rng.normal(size=C) * 4.0
-        z[rng.integers(C)] += 8.0
-        x = np.exp(z - z.max())
-    elif kind == "zeros":
-        x = rng.dirichlet(np.ones(C) * 0.5)
-        x[rng.choice(C, size=max(1, C // 3), replace=False)] = 0.0
-        if x.sum() == 0:
-            x[0] = 1.0
-    elif kind == "ties":
-        x = rng.integers(1, 4, size=C).astype(float)
-    else:  # pragma: no cover
-        raise AssertionError(kind)
-    return x / x.sum()
-
-
-def _edge_rows(g, B, C, dtype, shared):
-    """Random rows with zeros in f and q (some rows KL-infeasible), optionally one shared q row."""
-    def zeroed(x, frac):
-        y = torch.where(torch.rand(x.shape, generator=g, dtype=torch.float64) < frac, 0.0, x)
-        y = torch.where(y.sum(-1, keepdim=True) > 0, y, x)
-        return (y / y.sum(-1, keepdim=True)).to(dtype)
-    f = zeroed(torch.softmax(torch.randn(B, C, generator=g, dtype=torch.float64) * 3, -1), 0.3)
-    q = zeroed(torch.softmax(torch.randn(1 if shared else B, C, generator=g, dtype=torch.float64) * 3, -1), 0.5)
-    return f, q
-
-
 # path options: the register tile, and the row kernel with tiny blocks (several blocks, workspace at small C)
 PATHS = {"tile": {"path": "tile"}, "row16": {"path": "row", "block": 16}}
 
@@ -165,7 +135,7 @@ def test_matches_cpu_solver_on_edge_rows(path, dtype, shared):
     """Zeros in f and q (feasible and limit rows), eps = 0, tiny and large budgets, per-row budgets."""
     g = torch.Generator().manual_seed(zlib.crc32(repr((path, str(dtype), shared)).encode()))
     for C in (2, 7, 33):
-        f, q = _edge_rows(g, 8, C, dtype, shared)
+        f, q = edge_rows(g, 8, C, dtype, shared, flat_shared=False)
         e = torch.rand(8, generator=g, dtype=torch.float64) * 2.5
         e[0], e[1], e[2], e[3] = 0.0, 1e-12, 2.0, 1e-17
         p, n, _ = _run(f, q, e, **PATHS[path])
@@ -207,7 +177,7 @@ def test_row_kernel_larger_than_one_block(dtype):
 def test_workspace_overflow_and_full_capacity(ws_fraction):
     """A workspace too small to hold the bracketed entries (passes over the whole row) or holding the whole row."""
     g = torch.Generator().manual_seed(4)
-    f, q = _edge_rows(g, 6, 150, torch.float64, shared=False)
+    f, q = edge_rows(g, 6, 150, torch.float64, shared=False)
     e = torch.tensor([0.1, 0.4, 0.8, 1.2, 1.6, 0.02], dtype=torch.float64)
     p, n, reads = _run(f, q, e, path="row", block=16, ws_fraction=ws_fraction)
     p_ref, n_ref = _reference(f, q, e)
@@ -221,7 +191,7 @@ def test_workspace_overflow_and_full_capacity(ws_fraction):
 def test_row_kernel_fused_reductions():
     """The multi-operand reductions of the GPU build (the interpreter defaults to plain sums) give the same p."""
     g = torch.Generator().manual_seed(9)
-    f, q = _edge_rows(g, 3, 40, torch.float64, shared=False)
+    f, q = edge_rows(g, 3, 40, torch.float64, shared=False)
     e = torch.tensor([0.2, 0.9, 1.4], dtype=torch.float64)
     for opts in ({"path": "row", "block": 16}, {"path": "tile"}):
         p, n, _ = _run(f, q, e, fused_sums=True, **opts)
@@ -229,7 +199,7 @@ def test_row_kernel_fused_reductions():
 
 
 @needs_kernels
-def test_q_row_index_and_shared_row():
+def test_q_row_index_and_sharedrow():
     """q picked per row from a table (q_rows), a single shared row, and per-row budgets give the reference."""
     g = torch.Generator().manual_seed(5)
     K, B, C = 5, 7, 12
@@ -270,7 +240,7 @@ def test_matches_cvxpy(path):
     worst = 0.0
     for C, kf, kq in ((3, "flat", "flat"), (7, "peaked", "flat"), (30, "peaked", "peaked"), (12, "ties", "ties"),
                       (10, "zeros", "flat")):
-        f, q = _row(rng, C, kf), _row(rng, C, kq)
+        f, q = row(rng, C, kf), row(rng, C, kq)
         for frac in (0.3, 0.9):
             eps = frac * np.abs(q - f).sum()
             p, _, _ = _run(torch.from_numpy(f)[None], torch.from_numpy(q)[None], eps, **PATHS[path])
@@ -286,8 +256,8 @@ def test_matches_cvxpy(path):
 def test_zero_q_rules_against_cvxpy():
     """Feasible zero-q case: those entries go to exactly 0.  Limit case: the smoothed-q oracle, q > 0 never lowered."""
     rng = np.random.default_rng(2)
-    f = _row(rng, 10, "flat")
-    q = _row(rng, 10, "zeros")
+    f = row(rng, 10, "flat")
+    q = row(rng, 10, "zeros")
     m0 = f[q == 0].sum()
     eps = 2 * m0 + 0.5 * (np.abs(q - f).sum() - 2 * m0)
     for path in PATHS:
@@ -310,8 +280,8 @@ def test_zero_q_rules_against_cvxpy():
 def test_eps_regimes(dtype):
     """eps = 0 returns f, eps >= ||q - f||_1 (and eps >= 2) returns q exactly, tiny budgets stay within the bound."""
     rng = np.random.default_rng(1)
-    f = torch.from_numpy(_row(rng, 12, "peaked")).to(dtype)[None].repeat(7, 1)
-    q = torch.from_numpy(_row(rng, 12, "flat")).to(dtype)[None].repeat(7, 1)
+    f = torch.from_numpy(row(rng, 12, "peaked")).to(dtype)[None].repeat(7, 1)
+    q = torch.from_numpy(row(rng, 12, "flat")).to(dtype)[None].repeat(7, 1)
     d = float((q[0].double() - f[0].double()).abs().sum())
     e = torch.tensor([0.0, 1e-300, 1e-9, d * (1 + 1e-6), 1.99, 2.0, 5.0], dtype=torch.float64)
     for path in PATHS:
