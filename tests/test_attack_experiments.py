@@ -40,3 +40,16 @@ def test_rows_are_named_and_checked():
     assert A.row_title("ssd_code") == "SSD (authors' code)" and A.row_title("tl") == "TL"
     with pytest.raises(ValueError, match="unknown row"):
         A.oracle_factory("lfw_ir152", "dp", "smoke")
+
+
+def test_larger_budgets_only_grow_the_budget():
+    from ssdlib.attacks import ATTACKS
+    for name, (description, larger) in A.LARGER_BUDGETS.items():
+        params = ATTACKS[name].BUDGETS["cpu"] | ATTACKS[name].DEFAULTS
+        grown = larger(params)
+        assert description
+        assert grown and set(grown) <= set(params)  # only existing parameters change
+        for key, value in grown.items():  # more generations, or a later (or no) early stop
+            assert value > params[key], (name, key)
+    with pytest.raises(ValueError, match="no larger budget"):
+        A.budget_check("lfw_ir152", "smoke", "brep")

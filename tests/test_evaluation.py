@@ -50,6 +50,21 @@ def test_embedding_shape_determinism_and_cache(small):
         assert torch.equal(embedder.embed_faceset(data.train), e)
 
 
+def test_small_calls_are_cached_only_when_asked(small, tmp_path, monkeypatch):
+    data, _, _ = small
+    monkeypatch.setenv("SSD_CACHE_DIR", str(tmp_path))
+    embedder = DlibEmbedder(num_workers=1, progress=False)  # default min_cache: 64 images
+    x = data.train.float_images()[:2]
+    calls = []
+    compute = embedder._compute
+    monkeypatch.setattr(embedder, "_compute", lambda *a: calls.append(1) or compute(*a))
+    embedder.embed(x)
+    embedder.embed(x)
+    assert len(calls) == 2  # below min_cache: computed each time
+    first = embedder.embed(x, cache=True)
+    assert torch.equal(embedder.embed(x, cache=True), first) and len(calls) == 3  # forced: computed once
+
+
 def test_same_identity_closer(small):
     data, _, emb = small
     e, y = torch.cat([emb["train"], emb["test"]]), torch.cat([data.train.labels, data.test.labels])

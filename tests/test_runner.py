@@ -80,3 +80,22 @@ def test_tables_are_written_with_scale_and_date_and_published(tmp_path, monkeypa
     (tmp_path / "executed" / "smoke" / "tables" / "t.csv").write_text("a\n1\n")
     assert [p.name for p in runner.publish_tables("smoke")] == ["t.csv"]
     assert (tmp_path / "executed" / "tables" / "t.csv").read_text() == "a\n1\n"
+
+
+def test_side_by_side_puts_each_quantity_beside_the_paper():
+    import pandas as pd
+
+    from ssdlib.reporting.tables import side_by_side, show
+
+    df = pd.DataFrame({"setting": ["A", "A", "B"], "defense": ["x", "y", "x"], "acc": [20.0, 30.125, 40.0],
+                       "paper_acc": [94.2, 88.9, None], "l1": [0.12345, 0.2, 0.3], "paper_l1": [None] * 3})
+    table = side_by_side(df, ["setting", "defense"], {"Acc (%)": {"ours": "acc", "paper": "paper_acc"},
+                                                      "L1": {"ours": "l1", "paper": "paper_l1"}})
+    assert list(table.columns) == [("Acc (%)", "ours"), ("Acc (%)", "paper"), ("L1", "ours"), ("L1", "paper")]
+    assert table.loc[("A", "y"), ("Acc (%)", "ours")] == 30.125
+    html = show(table, precisions={"Acc (%)": 1}).to_html()
+    assert "30.1<" in html and "0.123<" in html  # per-group precision, default elsewhere
+    assert html.count(">paper<") == 1  # the all-NaN paper L1 column is dropped
+    assert ">setting<" in html  # a named index is shown (setting labels once per group)
+    with pytest.raises(KeyError, match="no column"):
+        side_by_side(df, ["setting"], {"Acc": {"ours": "missing"}})

@@ -135,12 +135,14 @@ class DlibEmbedder:
         return {"model": self._model_key, "images": fingerprint(images, length=24)}
 
     def embed(self, images, *, cache: bool | None = None, progress: bool | None = None) -> torch.Tensor:
-        """Embed float images ``[N, 3, S, S]`` in [0, 1] (tensor or array): float32 tensor ``[N, 128]``."""
+        """Embed float images ``[N, 3, S, S]`` in [0, 1] (tensor or array): float32 tensor ``[N, 128]``.
+        ``cache`` None: cache calls of at least ``min_cache`` images (if the embedder caches); True: cache this
+        call whatever its size (e.g. an attack's reconstructions, re-read by later tables); False: never."""
         images = check_images(images)
         if len(images) == 0:
             return torch.zeros(0, EMBEDDING_DIM)
-        cache = self.cache if cache is None else cache
-        if not (cache and len(images) >= self.min_cache):
+        use = (self.cache and len(images) >= self.min_cache) if cache is None else bool(cache)
+        if not use:
             return torch.from_numpy(self._compute(images, progress))
         payload, _ = cached("embeddings", self.cache_config(images),
                             lambda _: {"embeddings": torch.from_numpy(self._compute(images, progress))})
