@@ -60,6 +60,8 @@ def test_annotate_titles_the_page_labels_parameters_and_adds_a_banner():
     assert sources[2].startswith("**Default parameters**") and sources[4].startswith("**Parameters of this build**")
     assert [c["cell_type"] for c in out["cells"]] == ["markdown", "markdown", "markdown", "code", "markdown",
                                                        "code", "code"]
+    added = [c["id"] for c in out["cells"] if "id" in c]
+    assert len(added) == 3 and len(set(added)) == 3  # every added cell has its own id (nbformat 4.5)
 
 
 def test_tables_are_written_with_scale_and_date_and_published(tmp_path, monkeypatch):

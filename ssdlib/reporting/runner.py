@@ -115,8 +115,9 @@ def parse_value(text: str):
         return text
 
 
-def _markdown(text: str, tag: str) -> dict:
-    return {"cell_type": "markdown", "metadata": {"tags": [tag]}, "source": text}
+def _markdown(text: str, tag: str, number: int) -> dict:
+    """A markdown cell the runner adds, with a cell id of its own (nbformat 4.5 requires ids)."""
+    return {"cell_type": "markdown", "id": f"{tag}-{number}", "metadata": {"tags": [tag]}, "source": text}
 
 
 def annotate(nb: dict, name: str, scale: str, seconds: float, title: str | None = None) -> dict:
@@ -136,14 +137,14 @@ def annotate(nb: dict, name: str, scale: str, seconds: float, title: str | None 
         tags = cell.get("metadata", {}).get("tags", [])
         if "parameters" in tags:
             out.append(_markdown("**Default parameters** of this notebook (what a live Jupyter session uses):",
-                                 "ssd-label"))
+                                 "ssd-label", i))
         if "injected-parameters" in tags:
             out.append(_markdown(f"**Parameters of this build**, injected by the runner from "
                                  f"`notebooks/scales.yml` (scale `{scale}`) and `-p` overrides; they replace "
-                                 "the defaults above:", "ssd-label"))
+                                 "the defaults above:", "ssd-label", i))
         out.append(cell)
         if i == 0:
-            out.append(_markdown(banner, "ssd-banner"))
+            out.append(_markdown(banner, "ssd-banner", i))
     nb["cells"] = out
     return nb
 
