@@ -66,6 +66,18 @@ def attack_prior(scale: str, *, seed: int = 0, root=None, device=None, progress:
     return train_prior(check_scale(scale), root=root, seed=seed, device=resolve_device(device), progress=progress)
 
 
+def _attack_context(name: str, scale: str, classes: int | None, *, seed: int, root, device, progress: bool):
+    """What every attack experiment of setting ``name`` starts from: the scale's budget, the private data, the
+    attacked classes (the first ``classes``, default the budget's), the evaluation classifier and the prior."""
+    check_scale(scale)
+    budget = BUDGETS[scale]
+    data = private_data(setting(name).dataset, scale, seed=seed, root=root)
+    targets = list(range(min(classes or budget["classes"], data.num_classes)))
+    evaluator = train_or_load_evaluator(data, seed=seed)
+    prior, _ = attack_prior(scale, seed=seed, root=root, device=device, progress=progress)
+    return budget, data, targets, evaluator, prior
+
+
 def attack_table(name: str, scale: str, attack: str, *, rows=ROWS, seeds=(0,), extra_seeds=(1,),
                  extra_seed_rows=("none", "ssd"), classes: int | None = None, device=None, seed: int = 0, root=None,
                  progress: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -74,12 +86,8 @@ def attack_table(name: str, scale: str, attack: str, *, rows=ROWS, seeds=(0,), e
     ``seeds`` are the attack seeds of every row; ``extra_seeds`` are added for ``extra_seed_rows`` (the spread the
     verdicts are weighed against). Returns the table and the results ``{(row, attack_seed): [AttackResult]}``.
     """
-    check_scale(scale)
-    budget = BUDGETS[scale]
-    data = private_data(setting(name).dataset, scale, seed=seed, root=root)
-    targets = list(range(min(classes or budget["classes"], data.num_classes)))
-    evaluator = train_or_load_evaluator(data, seed=seed)
-    prior, _ = attack_prior(scale, seed=seed, root=root, device=device, progress=progress)
+    budget, data, targets, evaluator, prior = _attack_context(name, scale, classes, seed=seed, root=root,
+                                                              device=device, progress=progress)
     method = build_attack(attack, prior, scale=scale, top_k=budget["per_class"])
     records, results = [], {}
     undefended = None
@@ -160,14 +168,10 @@ def budget_check(name: str, scale: str, attack: str, *, seed: int = 0, classes: 
                  root=None, progress: bool = False) -> pd.DataFrame:
     """Is the attack budget-limited? The undefended target of setting ``name`` attacked with the scale's budget and
     with :data:`LARGER_BUDGETS` (same classes, attack seed ``seed``; both cached runs): one metrics row each."""
-    check_scale(scale)
     if attack not in LARGER_BUDGETS:
         raise ValueError(f"no larger budget defined for attack {attack!r}; known: {', '.join(LARGER_BUDGETS)}")
-    budget = BUDGETS[scale]
-    data = private_data(setting(name).dataset, scale, seed=seed, root=root)
-    targets = list(range(min(classes or budget["classes"], data.num_classes)))
-    evaluator = train_or_load_evaluator(data, seed=seed)
-    prior, _ = attack_prior(scale, seed=seed, root=root, device=device, progress=progress)
+    budget, data, targets, evaluator, prior = _attack_context(name, scale, classes, seed=seed, root=root,
+                                                              device=device, progress=progress)
     factory, key, params = oracle_factory(name, "none", scale, device=device, seed=seed, root=root)
     default = build_attack(attack, prior, scale=scale, top_k=budget["per_class"])
     description, grow = LARGER_BUDGETS[attack]
