@@ -1,12 +1,16 @@
 # One entry point for the README's commands:
 #   make book            build the book at SCALE (default cpu), creating .venv when missing
 #   make test            run the test suite
-# Variables: SCALE=smoke|cpu|paper, RUN_ARGS="--only solver -p batch 512", TORCH_SPEC and EXTRAS (GPU users: see
-# README: a CUDA torch brings its own triton, so they drop the "kernels" extra).
+# Variables: SCALE=smoke|cpu|paper, RUN_ARGS="--only solver -p batch 512", PYTEST_ARGS="-m 'not slow'", TORCH_SPEC,
+# TORCH_INDEX (a CPU-only user: https://download.pytorch.org/whl/cpu) and EXTRAS (GPU users: see README: a CUDA
+# torch brings its own triton, so they drop the "kernels" extra).
 PYTHON ?= python3
 VENV ?= .venv
 SCALE ?= cpu
 TORCH_SPEC ?= torch==2.13.0
+# The package index torch comes from (empty: PyPI, whose Linux wheel is a multi-GB CUDA build unless a CPU wheel
+# is already at hand). CPU-only users elsewhere: TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 EXTRAS ?= book,test,faces,kernels
 RUN_ARGS ?=
 PYTEST_ARGS ?=
@@ -23,7 +27,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 

@@ -236,7 +236,7 @@ def table5(args) -> dict:
         if TRITON_OK:  # passes of the fused solve's kernel on this batch (budget eps * H, labels by argmax)
             with torch.no_grad():
                 probs = torch.softmax(model(x), -1)
-                _, passes = st.waterfill_triton(probs, q_table, ssd.budget(probs).double(), q_rows=probs.argmax(-1))
+                _, passes = st.waterfill_triton(probs, q_table, ssd.radius(probs).double(), q_rows=probs.argmax(-1))
                 res["solve_passes_max"] = int(passes.max())
         out.append(res)
         print(f"{family}: 100 x batch {args.batch}: plain {res['plain_cuda_ms']:.1f} ms CUDA "

@@ -4,7 +4,14 @@ A :class:`BlackBox` wraps a classifier and an optional post-processing defense (
 answers queries in one of two modes: ``"soft"`` returns probability vectors (what Mirror, C2F and RLB see),
 ``"hard"`` returns the top-1 label only (what BREP and LOKT see). The model always runs in eval mode without
 gradients, every queried image is counted, and an optional budget stops a run with :class:`QueryBudgetExceeded`.
-The wrapped module is not reachable through the public interface, so an attack cannot use its weights or gradients.
+
+What this seam does and does not enforce. Every query runs the model in eval mode (whatever mode it was left in
+elsewhere; the mode is restored afterwards) under ``torch.no_grad``, and answers are detached: no gradient and no
+BatchNorm update can flow through an answer. The model and the defense sit in name-mangled attributes
+(``_BlackBox__model``), outside the public interface, but Python cannot hide an attribute and the query counter is
+a plain attribute too: the black-box discipline of this project's attacks is a convention, checked statically by a
+test (nothing under ``ssdlib/attacks`` touches an oracle's private attributes or imports the training code, the
+defenses or the private data), not a security boundary against a hostile caller.
 """
 from __future__ import annotations
 
@@ -109,13 +116,20 @@ class BlackBox:
         if n and not torch.isfinite(images).all():
             raise ValueError("queries contain NaN or infinite pixels")
         out = []
-        with torch.no_grad():
-            for start in range(0, n, self.batch_size):
-                x = images[start:start + self.batch_size].to(self.__device)
-                probs = torch.softmax(self.__model(x).float(), dim=-1)
-                if self.__defense is not None:
-                    probs = self.__defense(probs, inputs=x)
-                out.append(probs.argmax(-1) if self._mode == "hard" else probs.float())
+        model = self.__model
+        was_training = model.training
+        model.eval()  # every query, not only at construction: a model.train() elsewhere must not reach the answers
+        try:
+            with torch.no_grad():
+                for start in range(0, n, self.batch_size):
+                    x = images[start:start + self.batch_size].to(self.__device)
+                    probs = torch.softmax(model(x).float(), dim=-1)
+                    if self.__defense is not None:
+                        probs = self.__defense(probs, inputs=x)
+                    out.append(probs.argmax(-1) if self._mode == "hard" else probs.float())
+        finally:
+            if was_training:
+                model.train()
         self._queries += n
         self._calls += 1
         if not out:

@@ -2,7 +2,9 @@
 
 Tests never read models, evaluators or attack runs that an earlier build cached: ``SSD_CACHE_DIR`` points to a
 fresh folder. Decoded faces and dlib embeddings, which are content-addressed inputs (keyed by the source files or
-the image bytes) and slow to recompute, are linked in from the user's cache when it has them.
+the image bytes) and slow to recompute, are linked in file by file from the user's cache when it has them; the
+folders themselves are the test cache's own, so whatever the tests compute is written there and never into the
+user's cache.
 """
 import atexit
 import os
@@ -19,7 +21,10 @@ _USER_CACHE = cache_root()
 _TEST_CACHE = Path(tempfile.mkdtemp(prefix="ssdlib-test-cache-"))
 for _kind in ("faces", "embeddings"):
     if (_USER_CACHE / _kind).is_dir():
-        (_TEST_CACHE / _kind).symlink_to(_USER_CACHE / _kind, target_is_directory=True)
+        (_TEST_CACHE / _kind).mkdir()
+        for _file in (_USER_CACHE / _kind).iterdir():
+            if _file.is_file() and not _file.name.startswith("."):
+                (_TEST_CACHE / _kind / _file.name).symlink_to(_file)
 os.environ["SSD_CACHE_DIR"] = str(_TEST_CACHE)
 atexit.register(shutil.rmtree, _TEST_CACHE, ignore_errors=True)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssdlib.experiments.attack_runs import attack_run, attack_runs
+from ssdlib.experiments.attack_runs import OracleFactory, attack_run, attack_runs, run_config, setup_config
 from ssdlib.attacks import C2F, Mirror, build_attack
 from ssdlib.attacks.c2f import inversion_input
 from ssdlib.blackbox import BlackBox
@@ -50,7 +50,7 @@ def prior():
     return Prior(ToyGenerator(), D, name="toy", key="toy-prior")
 
 
-MIRROR = dict(pool=64, population=8, generations=12, top_k=3, min_score=1.0)
+MIRROR = dict(pool=64, population=8, generations=12, top_k=3)
 C2F_PARAMS = dict(inversion_samples=256, inversion_epochs=5, inversion_hidden=32, stage1_batch=8, stage1_steps=5,
                   stage1_keep=4, population=8, generations=30, top_k=3)
 
@@ -68,8 +68,14 @@ def test_attack_raises_the_target_objective_within_the_query_budget(prior, cls, 
     setup = attack.setup(oracle, seed=0)
     result = attack.attack_class(oracle, 3, setup, seed=0)
     assert result.stopped == "generations"
-    assert result.final_score > result.initial_score + 1e-3
-    assert result.history[-1]["best"] >= result.history[0]["best"]
+    if cls is Mirror:  # better than random search with its per-class queries (the top_k of that many samples)
+        with torch.no_grad():
+            z = prior.sample(result.queries, torch.Generator().manual_seed(123))
+            random_scores = torch.softmax(ToyTarget()(prior.decode(z)), -1)[:, 3]
+        # (the toy target is easy, so compare the probability mass left on the other classes)
+        assert (1 - result.scores).mean() < 0.8 * (1 - random_scores.topk(len(result.scores)).values).mean()
+    else:  # DE moves its population: the mass left on other classes falls by a third from stage I's population
+        assert 1 - result.history[-1]["mean"] < (2 / 3) * (1 - result.history[0]["mean"])
     assert setup["queries"] + result.queries == oracle.queries <= budget
     assert result.queries == attack.planned_queries(C)["per_class"]
     assert result.images.shape == (3, 3, 8, 8) and result.latents.shape == (3, D)
@@ -137,11 +143,24 @@ def test_c2f_inversion_network_carries_class_information(prior, one_thread):
 
 
 def test_c2f_with_a_differentiable_representation(prior):
+    """Stage I descends through the user's representation toward the inverted goal, and leaves no gradient in the
+    representation or the prior's generator (only the latents are optimised)."""
     rep = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64, 16))
-    attack = C2F(prior, scale="smoke", representation=rep, **C2F_PARAMS)
+    attack = C2F(prior, scale="smoke", representation=rep, **{**C2F_PARAMS, "stage1_steps": 20, "stage1_lr": 0.05})
+    setup = attack.setup(BlackBox(ToyTarget()))
+    net = attack.inversion_net(setup)
+    gen = torch.Generator().manual_seed(0)
+    z0, z = attack._stage1(net, 1, C, gen)
+    vec = torch.randn(len(z0), C, generator=torch.Generator().manual_seed(0)).abs()
+    with torch.no_grad():
+        goal = net(torch.nn.functional.normalize(torch.cat([vec[:, :1], vec[:, 1:]], 1), dim=1))
+        before = ((rep(prior.decode(z0)) - goal) ** 2).mean()
+        after = ((rep(prior.decode(z)) - goal) ** 2).mean()
+    assert after < before
     result = attack.run(BlackBox(ToyTarget()), [1])[0]
-    assert result.final_score >= result.initial_score
-    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in rep.parameters())
+    assert result.diagnostics["stage1_before"] >= 0 and result.queries == attack.planned_queries(C)["per_class"]
+    assert all(p.grad is None for p in rep.parameters())
+    assert all(p.grad is None for p in prior.generator.parameters())
 
 
 def test_inversion_input_keeps_the_top_k_log_probabilities():
@@ -181,22 +200,116 @@ def test_cached_run_is_reused_and_a_changed_parameter_reruns(prior, tmp_path, mo
     rows = attack_runs(attack, fresh, [2, 3], progress=False, **ids)
     assert torch.equal(rows[0].latents, first.latents) and torch.equal(rows[1].latents, other.latents)
     assert fresh.queries == 0  # cached runs touch neither the setup nor the oracle
-    rows = attack_runs(attack, lambda: BlackBox(ToyTarget()), [2, 4], progress=False, **{**ids, "defense": "x"})
+    rows = attack_runs(attack, OracleFactory(ToyTarget()), [2, 4], progress=False, **{**ids, "defense": "x"})
     assert rows[1].setup_queries == attack.planned_queries(C)["setup"]  # a new identity computes a new setup
 
 
-def test_attacks_run_through_a_defended_oracle_reproducibly(prior, tmp_path, monkeypatch):
+def toy_ssd_factory(prior, T=1.0, eps=0.5, seed=0, mode="soft"):
     from ssdlib import SSD, estimate_q_table
-    monkeypatch.setenv("SSD_CACHE_DIR", str(tmp_path))
     with torch.no_grad():
         probs = torch.softmax(ToyTarget()(prior.decode(prior.sample(200))), -1)
     q = estimate_q_table(probs, probs.argmax(-1), C, missing="uniform")
+    return OracleFactory(ToyTarget(), lambda s: SSD(q, T=T, eps=eps, seed=s), mode=mode, seed=seed)
 
-    def defended():  # a fresh defense per run, so its sampling generator starts from the same state
-        return BlackBox(ToyTarget(), SSD(q, T=1.0, eps=0.5, seed=0))
 
-    ids = dict(target_key="toy-target", setting="toy", defense="ssd", defense_params={"T": 1.0, "eps": 0.5})
+def test_a_defended_oracle_is_seeded_per_run_and_class(prior, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSD_CACHE_DIR", str(tmp_path))
+    factory = toy_ssd_factory(prior)
+    seeds = {(r, c): factory.defense_seed(r, c) for r in (0, 1) for c in (1, 2)}
+    assert len(set(seeds.values())) == 4  # every (run seed, class) draws its own defense randomness
+    assert OracleFactory(ToyTarget()).defense_seed(0, 1) is None  # no randomised defense, nothing to seed
+    images = prior.decode(prior.sample(64))
+    assert torch.equal(factory(0, 1)(images), factory(0, 1)(images))  # same run and class: same draws
+    assert not torch.equal(factory(0, 1)(images), factory(1, 1)(images))  # another attack seed: other draws
+    ids = dict(target_key="toy-target", prior_key=None, setting="toy", defense="ssd",
+               defense_params={"T": 1.0, "eps": 0.5})
     params = {**MIRROR, "generations": 3}
-    a = attack_runs(Mirror(prior, scale="smoke", **params), defended, [1], cache=False, progress=False, **ids)[0]
-    b = attack_runs(Mirror(prior, scale="smoke", **params), defended, [1], cache=False, progress=False, **ids)[0]
+    a = attack_runs(Mirror(prior, scale="smoke", **params), factory, [1], cache=False, progress=False, **ids)[0]
+    b = attack_runs(Mirror(prior, scale="smoke", **params), factory, [1], cache=False, progress=False, **ids)[0]
+    c = attack_runs(Mirror(prior, scale="smoke", **params), factory, [1], seed=1, cache=False, progress=False,
+                    **ids)[0]
     assert torch.equal(a.latents, b.latents) and a.queries == b.queries > 0
+    assert not torch.equal(a.latents, c.latents)
+    # the defense's seed is part of every run's and setup's cache key
+    attack = Mirror(prior, scale="smoke", **params)
+    keys = {str(run_config(attack, factory(0, 1), 1, seed=0, defense_seed=factory.defense_seed(r, 1), **ids))
+            for r in (0, 1)}
+    assert len(keys) == 2
+    setups = {str(setup_config(attack, factory(0, "setup"), seed=0, defense_seed=s, **ids)) for s in (1, 2)}
+    assert len(setups) == 2
+
+
+def test_setup_key_changes_with_the_defense_parameters(prior):
+    attack = C2F(prior, scale="smoke", **C2F_PARAMS)
+    ids = dict(target_key="toy-target", prior_key=None, setting="toy", defense="ssd")
+    from ssdlib.cache import config_hash
+    keys = {config_hash(setup_config(attack, BlackBox(ToyTarget()), defense_params={"T": t, "eps": e}, **ids))
+            for t in (0.1, 0.3) for e in (0.5, 1.0)}
+    assert len(keys) == 4
+
+
+@pytest.mark.parametrize("cls, params", [(Mirror, MIRROR), (C2F, C2F_PARAMS)])
+def test_equal_effort_against_a_defended_and_an_undefended_oracle(prior, cls, params, one_thread):
+    """The same class and seed cost the same queries and generations whatever the oracle answers."""
+    attack = cls(prior, scale="smoke", **params)
+    plain, defended = OracleFactory(ToyTarget()), toy_ssd_factory(prior, T=0.3, eps=1.0)
+    for target in (0, 3):
+        results = []
+        for factory in (plain, defended):
+            oracle = factory(0, target)
+            setup = attack.setup(oracle, seed=0)
+            results.append((attack.attack_class(oracle, target, setup, seed=0), oracle.queries))
+        (a, qa), (b, qb) = results
+        assert qa == qb and a.queries == b.queries == attack.planned_queries(C)["per_class"]
+        assert a.generations == b.generations == params["generations"]
+        assert a.stopped == b.stopped == "generations"
+
+
+def test_mirror_official_early_stop_is_an_option_and_none_means_no_threshold(prior):
+    confident = Mirror(prior, scale="smoke", **{**MIRROR, "min_score": 0.2})
+    result = confident.run(BlackBox(ToyTarget()), [3])[0]
+    assert result.stopped == "threshold" and result.generations < MIRROR["generations"]
+    never = Mirror(prior, scale="smoke", **{**MIRROR, "min_score": None}).run(BlackBox(ToyTarget()), [3])[0]
+    assert never.stopped == "generations" and never.generations == MIRROR["generations"]
+    assert Mirror(prior, scale="smoke").params["min_score"] is None  # the tables' default: no early stop
+    with pytest.raises(ValueError, match="min_score"):
+        Mirror(prior, scale="smoke", min_score=1.5)
+
+
+def test_mirror_breeding_rates_share_and_clipping(prior):
+    """Mutation touches about mutation_prob of the coordinates by at most mutation_scale * std; crossover takes
+    the fitter parent's coordinate with its softmax share; children stay in the latent box."""
+    attack = Mirror(prior, scale="smoke", **{**MIRROR, "mutation_prob": 0.25, "mutation_scale": 0.1})
+    std = prior.stats()[1]
+    gen = torch.Generator().manual_seed(0)
+    same = torch.zeros(401, D)  # identical parents: every change is a mutation
+    children = attack._breed(same, torch.zeros(401), std, gen)
+    changed = children != 0
+    assert abs(changed.float().mean().item() - 0.25) < 0.02
+    assert torch.all(children.abs() <= 0.1 * std + 1e-6)
+    # crossover: two parents with softmax weights 0.8 / 0.2, no mutation; P(coordinate from the fitter parent) =
+    # 0.8^2 (both parents the fitter) + 2 * 0.8 * 0.2 * 0.8 (mixed pair, share 0.8) = 0.896
+    attack = Mirror(prior, scale="smoke", **{**MIRROR, "mutation_prob": 0.0, "bound_std": None})
+    a, b = torch.full((D,), 0.5), torch.full((D,), -0.5)
+    pop, fit = torch.stack([a, b]), torch.log(torch.tensor([0.8, 0.2]))
+    kids = torch.cat([attack._breed(pop, fit, std, gen) for _ in range(3000)])
+    assert abs((kids == 0.5).float().mean().item() - 0.896) < 0.015
+    # clipping into mean +- bound_std * std
+    attack = Mirror(prior, scale="smoke", **{**MIRROR, "mutation_prob": 1.0, "mutation_scale": 50.0})
+    far = attack._breed(torch.full((50, D), 3.0), torch.zeros(50), std, gen)
+    lo, hi = prior.bounds(1.0)
+    assert torch.all(far >= lo - 1e-6) and torch.all(far <= hi + 1e-6) and torch.any(far == hi)
+
+
+def test_c2f_step_size_schedule_and_population_fill(prior):
+    attack = C2F(prior, scale="smoke", **C2F_PARAMS)
+    G = 500
+    official = [0.1 if g < 470 else 0.1 * (500 - g) / 50 for g in range(G)]
+    assert [attack.step_size(g, G) for g in range(G)] == pytest.approx(official)
+    # fill: the survivors stay first; each new member is 0.7 * (x1 + x2 + 2 x3) / 4 + 0.3 * (mean of 3 samples)
+    attack = C2F(prior, scale="smoke", **{**C2F_PARAMS, "population": 400, "stage1_keep": 4})
+    survivors = torch.full((4, D), 2.0)
+    pop = attack._extend(survivors, torch.Generator().manual_seed(0))
+    assert pop.shape == (400, D) and torch.equal(pop[:4], survivors)
+    noise = (pop[4:] - 0.7 * 2.0) / 0.3  # the mean of 3 standard-normal samples: std 1 / sqrt(3)
+    assert abs(noise.mean().item()) < 0.05 and abs(noise.std().item() - 3 ** -0.5) < 0.05

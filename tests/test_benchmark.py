@@ -52,9 +52,15 @@ def test_random_rows_are_probabilities():
     waterfill(f, q, 0.5)  # valid solver input
 
 
-def test_memory_floor_positive():
+def test_memory_floor_times_one_elementwise_pass_into_the_output(monkeypatch):
+    """The floor is the time of one pass reading f and q and writing p = f + q (fake clock: 2 s per run)."""
+    import ssdlib.timing as bm
     f, q = random_rows(4, 1000)
-    assert memory_floor(f, q, repeat=3, stat="min") > 0
+    out = torch.zeros_like(f)
+    ticks = iter([0.0, 2.0] * 10)
+    monkeypatch.setattr(bm.time, "perf_counter", lambda: next(ticks))
+    assert memory_floor(f, q, repeat=3, stat="min", warmup=0, out=out) == 2.0
+    torch.testing.assert_close(out, f + q)  # the timed pass really read both inputs and wrote the output
 
 
 def test_table6_sweep_columns_and_caps():

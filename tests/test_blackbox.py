@@ -105,3 +105,73 @@ def test_bad_construction():
         BlackBox(Tiny(), mode="logits")
     with pytest.raises(ValueError, match="budget"):
         BlackBox(Tiny(), budget=-1)
+
+
+def test_eval_mode_on_every_query_even_after_train_elsewhere():
+    model = Tiny()
+    oracle = BlackBox(model)
+    before = model.bn.running_mean.clone()
+    model.train()  # e.g. someone fine-tunes the model after the oracle was built
+    a = oracle(images(16, seed=1))
+    assert torch.equal(model.bn.running_mean, before)  # no BatchNorm statistics moved
+    assert model.seen_training[-1] is False and model.training  # answered in eval mode, the caller's mode restored
+    model.eval()
+    assert torch.allclose(a, oracle(images(16, seed=1)))
+
+
+def test_hard_answers_under_ssd_are_the_argmax_of_the_defended_probabilities():
+    from ssdlib import SSD
+    model = Tiny()
+    x = images(300, seed=2)
+    with torch.no_grad():
+        probs = torch.softmax(model.eval()(x), -1)
+    q = 0.8 * torch.eye(5) + 0.04  # class means that each peak at their own class
+    soft = BlackBox(model, SSD(q, T=0.3, eps=1.0, seed=7), mode="soft")(x)
+    hard = BlackBox(model, SSD(q, T=0.3, eps=1.0, seed=7), mode="hard")(x)
+    assert hard.dtype == torch.int64 and torch.equal(hard, soft.argmax(-1))
+    assert not torch.equal(hard, probs.argmax(-1))  # SSD does change some labels here
+
+
+FORBIDDEN = ("training", "defenses", "data", "experiments", "models.classifiers")
+
+
+def oracle_violations(source: str) -> list[str]:
+    """What in ``source`` (a module of ssdlib.attacks) breaks the black-box discipline."""
+    import ast
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and (node.attr.startswith("_BlackBox") or node.attr in ("__model",
+                                                                                                   "__defense")):
+            found.append(f"attribute {node.attr}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "_BlackBox__" in node.value:
+            found.append("private attribute by name")
+        if isinstance(node, ast.ImportFrom):
+            name = node.module or ""
+            if node.level == 0 and name.startswith("ssdlib."):
+                name, level = name.removeprefix("ssdlib."), 2
+            else:
+                level = node.level
+            if level >= 2 and any(name == m or name.startswith(m + ".") for m in FORBIDDEN):
+                found.append(f"import {name}")
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names
+                      if any(a.name.startswith(f"ssdlib.{m}") for m in FORBIDDEN)]
+    return found
+
+
+def test_the_discipline_check_finds_violations():
+    bad = ("from ..training import fit\nimport ssdlib.defenses.ssd\nfrom ssdlib.data import public_set\n"
+           "def f(o):\n    o._BlackBox__queries = 0\n    return getattr(o, '_BlackBox__model')\n")
+    assert len(oracle_violations(bad)) == 5
+    assert oracle_violations("from ..blackbox import BlackBox\nfrom ..priors import Prior\n") == []
+
+
+def test_attacks_never_reach_into_an_oracle():
+    """Static check of the black-box discipline: no module of ssdlib.attacks touches a BlackBox's private
+    attributes or imports the training code, the defenses, the private data or the experiments."""
+    from pathlib import Path
+    import ssdlib.attacks
+    files = sorted(Path(ssdlib.attacks.__file__).parent.rglob("*.py"))
+    assert len(files) >= 4
+    for path in files:
+        assert oracle_violations(path.read_text()) == [], path.name

@@ -42,8 +42,8 @@ def test_l1_bound_per_row(unit, dtype):
 
 def test_nats_budget_is_log_c_times_normalized():
     probs, labels = classifier_like(50, 7)
-    a = SSD.from_predictions(probs, labels, T=0.1, entropy="nats", eps=0.3).budget(probs)
-    b = SSD.from_predictions(probs, labels, T=0.1, entropy="normalized", eps=0.3).budget(probs)
+    a = SSD.from_predictions(probs, labels, T=0.1, entropy="nats", eps=0.3).radius(probs)
+    b = SSD.from_predictions(probs, labels, T=0.1, entropy="normalized", eps=0.3).radius(probs)
     assert torch.allclose(a, b * math.log(7))
 
 
@@ -226,3 +226,23 @@ def test_defended_model_is_a_module_with_its_table_as_a_buffer():
     assert "defense.q_table" in state and "defense.hash_key" in state
     moved = defended.to(torch.float64)
     assert moved.defense.q_table.dtype == torch.float64
+
+
+def test_the_papers_estimator_names_are_accepted_as_given():
+    """``paper.hyperparameters(...)["ssd_q_estimator"]`` can be passed to SSD as is (README's usage example)."""
+    from ssdlib import paper
+    probs = torch.softmax(torch.randn(40, 4, generator=torch.Generator().manual_seed(0)), -1)
+    labels = torch.arange(4).repeat(10)
+    for version in ("submitted", "iclr2025"):
+        hp = paper.hyperparameters("IR-152/CelebA", version)
+        ssd = SSD.from_predictions(probs, labels, estimator=hp["ssd_q_estimator"], T=hp["ssd_T"], eps=hp["ssd_eps"],
+                                   entropy=hp["ssd_entropy"])
+        assert ssd(probs).shape == probs.shape
+    torch.testing.assert_close(estimate_q_table(probs, labels, 4, estimator="valid_mean"),
+                               estimate_q_table(probs, labels, 4, estimator="mean"))
+
+
+def test_one_version_number():
+    import importlib.metadata
+    import ssdlib
+    assert importlib.metadata.version("ssdlib") == ssdlib.__version__

@@ -8,8 +8,9 @@ from torch import nn
 
 from ssdlib.data import FaceSet
 from ssdlib.models.generators import ARCHITECTURES, Discriminator, Generator, build_generator
-from ssdlib.priors import (Prior, PriorTrainingStopped, face_detection_rate, nearest_distance, prior_data,
-                           save_grid, train_prior)
+from ssdlib.metrics.distances import nearest_distance
+from ssdlib.metrics.prior_quality import face_detection_rate
+from ssdlib.priors import Prior, PriorTrainingStopped, prior_data, save_grid, train_prior
 from ssdlib.utils import data_root
 
 HAS_DLIB = importlib.util.find_spec("dlib") is not None

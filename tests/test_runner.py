@@ -33,10 +33,79 @@ def test_parse_value(text, value):
     assert runner.parse_value(text) == value
 
 
-def test_digest_changes_with_parameters():
+def test_digest_follows_the_environment_the_notebook_runs_in(tmp_path):
     profiles = runner.load_profiles()
     source = runner.source_of("solver", profiles)
-    assert runner.run_digest(source, {"a": 1}) != runner.run_digest(source, {"a": 2})
+    env = runner.environment({"scale": "cpu"})
+    assert set(env) == {"data_root", "torch", "device"}
+    assert runner.run_digest(source, {"a": 1}) == runner.run_digest(source, {"a": 1})  # stable
+    # pointing the loaders at another data root (e.g. the full CelebA) re-executes, as do torch and the device
+    other_root = runner.environment({"scale": "cpu", "data_root": str(tmp_path)})
+    assert other_root["data_root"] != env["data_root"]
+    digests = {runner.run_digest(source, {"a": 1}, e) for e in (env, other_root, {**env, "torch": "0.0"},
+                                                                {**env, "device": "cuda"})}
+    assert len(digests) == 4
+
+
+def fake_repo(tmp_path, monkeypatch):
+    """A repository with one notebook ``nb`` whose papermill execution is faked (counted, optionally failing)."""
+    import json
+    monkeypatch.setattr(runner, "REPO_ROOT", tmp_path)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "ssdlib").mkdir()
+    nb = {"cells": [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": "# T"}], "metadata": {},
+          "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "notebooks" / "nb.ipynb").write_text(json.dumps(nb))
+    calls = []
+
+    def execute_notebook(src, out, parameters, **kwargs):
+        calls.append(parameters)
+        if parameters.get("fail"):
+            open(out, "w").write(json.dumps(nb))  # papermill leaves the partly executed copy, then raises
+            raise RuntimeError("cell failed")
+        open(out, "w").write(json.dumps(nb))
+
+    monkeypatch.setattr("papermill.execute_notebook", execute_notebook)
+    return calls
+
+
+def test_execute_skips_up_to_date_copies_and_reruns_on_change(tmp_path, monkeypatch):
+    calls = fake_repo(tmp_path, monkeypatch)
+    profiles = {"nb": {"smoke": {"k": 1}}}
+    assert runner.execute("nb", "smoke", profiles=profiles)[0] is True
+    assert runner.execute("nb", "smoke", profiles=profiles)[0] is False and len(calls) == 1  # up to date
+    assert runner.execute("nb", "smoke", overrides={"k": 2}, profiles=profiles)[0] is True  # a parameter changed
+    (tmp_path / "ssdlib" / "new.py").write_text("x = 1\n")  # the library changed
+    assert runner.execute("nb", "smoke", overrides={"k": 2}, profiles=profiles)[0] is True
+    assert runner.execute("nb", "smoke", overrides={"k": 2}, profiles=profiles, force=True)[0] is True
+    assert len(calls) == 4
+    assert runner.published_scales(["nb"], tmp_path) == {"nb": "smoke"}
+
+
+def test_a_failing_notebook_keeps_the_last_good_copy_and_the_partial_one(tmp_path, monkeypatch):
+    import json
+    fake_repo(tmp_path, monkeypatch)
+    profiles = {"nb": {}}
+    runner.execute("nb", "smoke", profiles=profiles)
+    good = (tmp_path / "executed" / "smoke" / "nb.ipynb").read_text()
+    with pytest.raises(RuntimeError, match="cell failed"):
+        runner.execute("nb", "smoke", overrides={"fail": True}, profiles=profiles)
+    assert (tmp_path / "executed" / "smoke" / "nb.ipynb").read_text() == good  # nothing that finished is lost
+    assert (tmp_path / "executed" / "failed" / "nb.ipynb").exists()  # the partial copy, for the reader
+    assert "fail" not in json.loads(good)["metadata"]["ssd_runner"]["parameters"]
+
+
+def test_only_at_another_scale_refuses_to_mix_scales(tmp_path, monkeypatch, capsys):
+    fake_repo(tmp_path, monkeypatch)
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: executed/nb\nchapters:\n  - file: executed/other\n")
+    (tmp_path / "notebooks" / "other.ipynb").write_text((tmp_path / "notebooks" / "nb.ipynb").read_text())
+    (tmp_path / "notebooks" / "scales.yml").write_text("{}\n")
+    assert runner.main(["--scale", "cpu"]) == 0  # the whole book at cpu
+    with pytest.raises(SystemExit):
+        runner.main(["--scale", "smoke", "--only", "nb"])  # one page at smoke beside cpu pages: refused
+    assert "mix scales" in capsys.readouterr().err
+    assert runner.main(["--scale", "smoke", "--only", "nb", "--mixed"]) == 0
+    assert runner.published_scales(["nb", "other"], tmp_path) == {"nb": "smoke", "other": "cpu"}
 
 
 def test_strip_widgets_keeps_other_outputs():

@@ -47,7 +47,9 @@ class AttackResult:
     scored (Mirror: the best of the scored pool; C2F: the best stage-I latent) / in the final population;
     ``queries`` and ``seconds`` are this class's (setup excluded; ``setup_queries``/``setup_seconds`` are the shared
     setup's, paid once for all classes); ``history`` holds per-generation best and mean target probability;
-    ``stopped`` says why the search ended ("generations", "threshold" or "budget").
+    ``diagnostics`` holds attack-specific evidence (C2F: the mean target probability before and after stage I);
+    ``stopped`` says why the search ended ("generations": it ran them all; "threshold": Mirror's optional early
+    stop; "budget": the oracle's query budget ran out); ``generations`` how many generations (iterations) it ran.
     """
 
     attack: str
@@ -60,10 +62,12 @@ class AttackResult:
     initial_score: float
     final_score: float
     stopped: str = "generations"
+    generations: int = 0
     setup_queries: int = 0
     setup_seconds: float = 0.0
     history: list = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    diagnostics: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Plain form for the cache (tensors stay tensors)."""
@@ -75,15 +79,15 @@ class AttackResult:
 
 
 class Attack:
-    """Base of black-box attacks: ``params`` = per-scale budget (``BUDGETS[scale]``) + defaults + overrides.
+    """Base of black-box attacks: ``params`` = per-scale budget (``EFFORT[scale]``) + defaults + overrides.
 
-    Subclasses define ``name``, ``mode``, ``BUDGETS``, ``DEFAULTS``, ``SETUP_KEYS`` (the params the shared setup
+    Subclasses define ``name``, ``mode``, ``EFFORT``, ``DEFAULTS``, ``SETUP_KEYS`` (the params the shared setup
     depends on), :meth:`setup` and :meth:`attack_class`.
     """
 
     name = "attack"
     mode = "soft"
-    BUDGETS: dict[str, dict] = {}
+    EFFORT: dict[str, dict] = {}
     DEFAULTS: dict = {}
     SETUP_KEYS: tuple[str, ...] = ()
 
@@ -94,7 +98,7 @@ class Attack:
                             f"{type(prior).__name__}")
         self.prior = prior
         self.scale = check_scale(scale)
-        valid = {**self.BUDGETS[scale], **self.DEFAULTS}
+        valid = {**self.EFFORT[scale], **self.DEFAULTS}
         unknown = set(overrides) - set(valid)
         if unknown:
             raise ValueError(f"unknown {self.name} parameters {sorted(unknown)}; valid: {', '.join(sorted(valid))}")
@@ -131,14 +135,6 @@ class Attack:
     def check(self, oracle) -> BlackBox:
         return check_oracle(oracle, self.mode, self.name)
 
-    @staticmethod
-    def num_classes(oracle: BlackBox, probs: torch.Tensor | None = None) -> int:
-        if oracle.num_classes:
-            return int(oracle.num_classes)
-        if probs is not None:
-            return int(probs.shape[-1])
-        raise ValueError("the oracle does not state its number of classes (model.num_classes); query it first")
-
     def score(self, oracle: BlackBox, latents: torch.Tensor, target: int) -> torch.Tensor:
         """The oracle's probability of ``target`` for the images of ``latents`` (``len(latents)`` queries)."""
         probs = oracle(self.prior.decode(latents))
@@ -154,7 +150,8 @@ class Attack:
         return [self.attack_class(oracle, int(t), setup, seed=seed)
                 for t in tqdm(list(targets), desc=self.name, disable=not self.progress)]
 
-    def _result(self, target, latents, scores, *, queries, start, initial, stopped, history, setup) -> AttackResult:
+    def _result(self, target, latents, scores, *, queries, start, initial, stopped, history, setup,
+                generations: int, diagnostics: dict | None = None) -> AttackResult:
         """The ``top_k`` distinct best latents, decoded, as an :class:`AttackResult`."""
         order = torch.argsort(scores, descending=True)
         keep, seen = [], set()
@@ -169,5 +166,5 @@ class Attack:
         z = latents[keep].clone()
         return AttackResult(self.name, int(target), self.prior.decode(z), z, scores[keep].clone(), int(queries),
                             time.perf_counter() - start, float(initial), float(scores.max()), stopped,
-                            int(setup.get("queries", 0)), float(setup.get("seconds", 0.0)), history,
-                            dict(self.params))
+                            int(generations), int(setup.get("queries", 0)), float(setup.get("seconds", 0.0)),
+                            history, dict(self.params), dict(diagnostics or {}))

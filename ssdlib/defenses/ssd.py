@@ -17,7 +17,7 @@ from ..information import class_centroids, entropy
 from ..solver import check_probabilities, solver_path, waterfill
 
 EntropyUnit = Literal["normalized", "nats"]
-ESTIMATORS = ("mean", "single")
+ESTIMATORS = ("mean", "single", "valid_mean", "train_mean")
 
 __all__ = ["SSD", "DefendedModel", "estimate_q_table", "ESTIMATORS"]
 
@@ -28,7 +28,9 @@ def estimate_q_table(probs: torch.Tensor, labels: torch.Tensor, num_classes: int
 
     ``estimator="mean"``: the mean prediction of class y (eq. 10; the final version on D_valid, Appendix E's eq. 25
     on D_train, depending on which data you pass). ``"single"``: the prediction of ONE sample of class y, drawn
-    with ``seed`` (Algorithm 1 of the submitted version). Rows are renormalised onto the simplex in float64.
+    with ``seed`` (Algorithm 1 of the submitted version). ``"valid_mean"`` and ``"train_mean"`` are the names
+    ``ssdlib.paper.hyperparameters`` gives the mean estimator (the split is whichever ``probs`` you pass), so its
+    ``ssd_q_estimator`` can be passed as is. Rows are renormalised onto the simplex in float64.
     """
     if probs.ndim != 2 or probs.shape[1] != num_classes:
         raise ValueError(f"probs must be [N, {num_classes}], got {tuple(probs.shape)}")
@@ -36,7 +38,7 @@ def estimate_q_table(probs: torch.Tensor, labels: torch.Tensor, num_classes: int
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     check_probabilities(probs, "probs")
     labels = torch.as_tensor(labels).to(probs.device).long()
-    if estimator == "mean":
+    if estimator in ("mean", "valid_mean", "train_mean"):
         table = class_centroids(probs, labels, num_classes)
     else:
         table = torch.full((num_classes, num_classes), float("nan"), dtype=torch.float64, device=probs.device)
@@ -114,8 +116,8 @@ class SSD(nn.Module):
         return (f"classes={self.num_classes}, T={self.T}, eps={self.eps}, entropy={self.entropy!r}, "
                 f"randomness={self.randomness!r}")
 
-    def budget(self, probs: torch.Tensor) -> torch.Tensor:
-        """Per-row L1 budget ``eps * H(f(x))`` in float64 (H normalised or in nats)."""
+    def radius(self, probs: torch.Tensor) -> torch.Tensor:
+        """Per-row L1 radius ``eps * H(f(x))`` of the projection, in float64 (H normalised or in nats)."""
         return self.eps * entropy(probs.double(), normalized=self.entropy == "normalized")
 
     def _uniforms(self, n: int, inputs: torch.Tensor | None, probs: torch.Tensor) -> torch.Tensor:
@@ -148,7 +150,7 @@ class SSD(nn.Module):
             return self._forward_fused(probs, inputs)
         labels = self.sample_labels(probs, inputs)
         q = self.q_table.to(device=probs.device, dtype=probs.dtype)[labels]
-        return waterfill(probs, q, self.budget(probs), validate=self.validate)
+        return waterfill(probs, q, self.radius(probs), validate=self.validate)
 
     def _forward_fused(self, probs: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
         """The CUDA path without host synchronisation: the fused Triton kernel samples, gathers q^y, computes the

@@ -5,17 +5,18 @@ Every artifact is cached (``ssdlib.cache``), so chapters that need a target load
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import pandas as pd
 from torch import nn
 
 from .. import data as D
-from ..defenses import TransferLearning, build_defense
+from ..defenses import SSD, TransferLearning, build_defense, estimate_q_table
 from ..scales import check_scale
 from ..cache import state_fingerprint
-from ..training import TrainConfig, body_state, evaluate, train_or_load
+from ..training import TrainConfig, body_state, evaluate, predict_proba, train_or_load
 from ..utils import data_root
-from .settings import PRETRAIN_LIMITS, PRIVATE_LIMITS, defense_params, pretrain_recipe, recipe, setting
+from .settings import PRETRAIN_LIMITS, PRIVATE_LIMITS, defense_params, pretrain_recipe, recipe, setting, ssd_params
 
 
 def default_config(family: str, scale: str, num_classes: int, defense: str = "none", *, setting_name: str | None = None,
@@ -102,3 +103,19 @@ def seed_spread(name: str, scale: str, train_seeds, *, device=None, seed: int = 
                      "test_acc": 100 * evaluate(model, data.test, device=device)["accuracy"],
                      "train_minutes": info["train_seconds"] / 60, "cached": info["cached"]})
     return pd.DataFrame(rows)
+
+
+def ssd_of_setting(name: str, variant: str, model: nn.Module, reference: D.FaceSet, *, seed: int = 0,
+                   device=None) -> tuple[Callable[[int | None], SSD], dict]:
+    """SSD of setting ``name`` (``variant`` of :data:`SSD_VARIANTS`) behind ``model``, q^y estimated on the
+    ``reference`` split: ``(build, params)``, where ``build(defense_seed)`` returns the defense with its sampler
+    seeded by ``defense_seed``. The one place where the experiments make the SSD of a setting."""
+    params = ssd_params(name, variant)
+    q_table = estimate_q_table(predict_proba(model, reference, device=device), reference.labels, model.num_classes,
+                               estimator=params["estimator"], seed=seed)
+
+    def build(defense_seed: int | None) -> SSD:
+        return SSD(q_table, T=params["T"], eps=params["eps"], entropy=params["entropy"],
+                   seed=defense_seed).to(device or "cpu")
+
+    return build, params

@@ -12,13 +12,13 @@ import pandas as pd
 import torch
 
 from .. import paper
-from ..defenses import REGISTRY, SSD, TRAINING_DEFENSES
+from ..defenses import REGISTRY, TRAINING_DEFENSES
 from ..information import cmi
 from ..metrics import utility_metrics
 from ..training import predict_proba
 from ..utils import resolve_device
-from .settings import SSD_VARIANT_TITLES, SSD_VARIANTS, setting, ssd_params
-from .targets import private_data, train_target
+from .settings import SSD_VARIANT_TITLES, SSD_VARIANTS, setting
+from .targets import private_data, ssd_of_setting, train_target
 
 Q_SOURCES = ("valid", "train")
 
@@ -65,15 +65,13 @@ def setting_utility(name: str, scale: str, *, defenses=TRAINING_DEFENSES, varian
         rows.append({"setting": name, "defense": d, "variant": "", "q_from": "", "title": REGISTRY[d].title,
                      **metrics(probs)})
     for variant in variants:
-        params = ssd_params(name, variant)
         for source in q_sources:
             ref = data.valid if source == "valid" else data.train
-            ssd = SSD.from_predictions(predict_proba(undefended, ref, device=device), ref.labels,
-                                       estimator=params["estimator"], estimator_seed=seed, T=params["T"],
-                                       eps=params["eps"], entropy=params["entropy"], seed=seed)
-            defended = ssd(base)
+            build, params = ssd_of_setting(name, variant, undefended, ref, seed=seed, device=device)
+            ssd = build(seed)
+            defended = ssd(base.to(device)).cpu()
             l1 = (defended.double() - base.double()).abs().sum(-1)
-            budget = ssd.budget(base)
+            budget = ssd.radius(base)
             p_pred, p_true = sampling_rates(base, labels, params["T"])
             checks.append({"setting": name, "variant": variant, "q_from": source, **params,
                            "max(L1 - eps*H)": (l1 - budget).max().item(),

@@ -18,12 +18,15 @@
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .distances import nearest_class_distance
+
 __all__ = ["topk_accuracy", "nearest_class_distance", "evaluation_features", "target_accuracy", "attack_metrics",
-           "results_metrics", "prior_samples", "prior_only_metrics", "metrics_table", "METRIC_COLUMNS"]
+           "results_metrics", "attack_effort", "prior_samples", "prior_only_metrics", "metrics_table", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ("acc@1", "acc@5", "delta_eval", "delta_face", "target_acc@1")
 
@@ -46,22 +49,6 @@ def topk_accuracy(logits: torch.Tensor, labels, ks: Sequence[int] = (1, 5)) -> d
     top = logits.float().cpu().topk(min(max(ks), logits.shape[1]), dim=1).indices
     hits = top == labels[:, None]
     return {f"acc@{k}": float(hits[:, :min(k, logits.shape[1])].any(1).float().mean()) for k in ks}
-
-
-def nearest_class_distance(features: torch.Tensor, labels, ref_features: torch.Tensor, ref_labels) -> torch.Tensor:
-    """Per-row L2 distance (not squared) from ``features`` ``[N, D]`` to the nearest reference row of its class."""
-    if features.dim() != 2 or ref_features.dim() != 2 or features.shape[1] != ref_features.shape[1]:
-        raise ValueError(f"features [N, D] and reference features [M, D] needed, got {tuple(features.shape)} and "
-                         f"{tuple(ref_features.shape)}")
-    labels, ref_labels = _labels(labels, len(features)), _labels(ref_labels, len(ref_features))
-    out = torch.empty(len(features))
-    for c in labels.unique().tolist():
-        mine, theirs = labels == c, ref_labels == c
-        if not theirs.any():
-            raise ValueError(f"no reference (private training) image of class {c}")
-        out[mine] = torch.cdist(features[mine].float().cpu(), ref_features[theirs].float().cpu(),
-                                compute_mode="donot_use_mm_for_euclid_dist").min(1).values
-    return out
 
 
 def evaluation_features(evaluator, embeddings: torch.Tensor) -> torch.Tensor:
@@ -105,23 +92,41 @@ def attack_metrics(images: torch.Tensor, labels, evaluator, private_train, *, em
     if target is not None:
         out["target_acc@1"] = target_accuracy(target, images, labels)
     if per_image:
-        out.update(delta_eval_all=d_eval, delta_face_all=d_face, eval_pred=logits.argmax(1))
+        top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+        out.update(delta_eval_all=d_eval, delta_face_all=d_face, eval_pred=logits.argmax(1),
+                   hit1_all=top[:, 0], hit5_all=top.any(1))
+    return out
+
+
+def attack_effort(results) -> dict:
+    """What a list of :class:`ssdlib.attacks.AttackResult` cost: generations and queries per class (mean, and the
+    least and most of any class: equal effort shows as min = max), seconds per class (setup excluded), why the
+    runs stopped (``"generations: 62"``), the shared setup's queries and seconds, the number of classes, and the
+    mean of each numeric diagnostic the attack recorded (``diag_<name>``)."""
+    if not results:
+        raise ValueError("no attack results given")
+    queries = [r.queries for r in results]
+    reasons = Counter(r.stopped for r in results)
+    out = dict(generations_per_class=sum(r.generations for r in results) / len(results),
+               queries_per_class=sum(queries) / len(results), queries_min=min(queries), queries_max=max(queries),
+               seconds_per_class=sum(r.seconds for r in results) / len(results),
+               stopped=", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())),
+               setup_queries=results[0].setup_queries, setup_seconds=results[0].setup_seconds,
+               classes=len(results))
+    names = sorted({k for r in results for k, v in r.diagnostics.items() if isinstance(v, (int, float))})
+    for name in names:
+        values = [float(r.diagnostics[name]) for r in results if name in r.diagnostics]
+        out[f"diag_{name}"] = sum(values) / len(values)
     return out
 
 
 def results_metrics(results, evaluator, private_train, **kwargs) -> dict:
-    """:func:`attack_metrics` of a list of :class:`ssdlib.attacks.AttackResult`, plus mean queries and seconds
-    per class (setup excluded) and the shared setup's queries and seconds."""
+    """:func:`attack_metrics` of a list of :class:`ssdlib.attacks.AttackResult` and their :func:`attack_effort`."""
     if not results:
         raise ValueError("no attack results given")
     images = torch.cat([r.images for r in results])
     labels = torch.cat([torch.full((len(r.images),), r.target, dtype=torch.long) for r in results])
-    out = attack_metrics(images, labels, evaluator, private_train, **kwargs)
-    out.update(queries_per_class=sum(r.queries for r in results) / len(results),
-               seconds_per_class=sum(r.seconds for r in results) / len(results),
-               setup_queries=results[0].setup_queries, setup_seconds=results[0].setup_seconds,
-               classes=len(results))
-    return out
+    return {**attack_metrics(images, labels, evaluator, private_train, **kwargs), **attack_effort(results)}
 
 
 def prior_samples(prior, classes: Sequence[int], per_class: int, *, seed: int = 0):

@@ -9,8 +9,8 @@ per-sample gradient penalty rules batch norm out, hence instance norm at paper s
 [0, 1] (the generator maps its tanh output to [0, 1]; the critic maps its input to [-1, 1]), the project's convention.
 
 Sizes per scale (``dim`` = base channels): ``paper`` 64 as in GMI; ``cpu`` 24, the widest whose training fits the
-20-minute CPU budget (a G+D step at batch 64 costs ~0.27 s on 2 cores at 24 channels, ~1.1 s per core at 32;
-3,100 such steps already gave recognisable faces); ``smoke`` 4, for tests only.
+prior notebook's CPU budget (a 32-channel step costs about four times a 24-channel one; the prior chapter reports
+the measured training time); ``smoke`` 4, for tests only.
 """
 from __future__ import annotations
 

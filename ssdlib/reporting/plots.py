@@ -142,7 +142,40 @@ def grouped_bars(df: pd.DataFrame, value: str, *, ylabel: str, ax=None, group: s
 
 
 __all__ = ["proposition1_scatter", "waterfill_bars", "simplex_panel", "simplex_grid_figure", "cmi_spread",
-           "kl_of_step", "grouped_bars", "face_grid", "image_rows", "reconstruction_grid", "PAGE_WIDTH"]
+           "kl_of_step", "grouped_bars", "accuracy_bars", "face_grid", "image_rows", "reconstruction_grid",
+           "PAGE_WIDTH"]
+
+
+def accuracy_bars(summary: pd.DataFrame, *, references: pd.DataFrame | None = None, titles: dict | None = None,
+                  value: str = "acc@1", ylabel: str = "evaluator Acc@1 (%)"):
+    """One panel per setting: a bar per row of ``summary`` with its 95 % interval (``<value> low/high``), and the
+    reference rows (``prior``: dashed, ``ceiling``: dotted) as horizontal lines; the y axis zooms to the data."""
+    settings = list(dict.fromkeys(summary.setting))
+    titles = titles or {}
+    fig, axes = plt.subplots(1, len(settings), figsize=(PAGE_WIDTH, 2.9), sharey=True, squeeze=False)
+    top = 0.0
+    for ax, s in zip(axes[0], settings):
+        part = summary[summary.setting == s]
+        x = range(len(part))
+        err = [part[value] - part[f"{value} low"], part[f"{value} high"] - part[value]]
+        ax.bar(x, part[value], yerr=err, capsize=2, color="#4c72b0", width=0.7)
+        top = max(top, float(part[f"{value} high"].max()))
+        if references is not None:
+            for row, style in (("prior", "--"), ("ceiling", ":")):
+                ref = references[(references.setting == s) & (references.row == row)]
+                if len(ref):
+                    ax.axhline(float(ref[value].iloc[0]), color="#333333", linestyle=style, linewidth=1.2,
+                               label={"prior": "prior samples", "ceiling": "white-box ceiling"}[row])
+                    top = max(top, float(ref[value].iloc[0]))
+        ax.set_xticks(list(x), [t.replace(" (", "\n(") for t in part.title], rotation=60, ha="right", fontsize=8)
+        ax.set_title(titles.get(s, s), fontsize=10)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].set_ylim(0, max(1.0, 1.15 * top))
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, frameon=False, loc="upper right", fontsize=8, ncol=2)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
 
 
 def face_grid(faceset, n_ids: int = 8, per_id: int = 4, title: str = ""):

@@ -24,9 +24,9 @@ from ..utils import REPO_ROOT
 EXECUTED = "executed"
 
 
-def toc_notebooks(toc_path: Path = REPO_ROOT / "_toc.yml") -> list[str]:
+def toc_notebooks(toc_path: Path | None = None) -> list[str]:
     """Names of the executed notebooks in book order (toc entries ``executed/<name>``)."""
-    toc = yaml.safe_load(toc_path.read_text())
+    toc = yaml.safe_load((toc_path or REPO_ROOT / "_toc.yml").read_text())
     names: list[str] = []
 
     def walk(node):
@@ -46,9 +46,9 @@ def toc_notebooks(toc_path: Path = REPO_ROOT / "_toc.yml") -> list[str]:
     return names
 
 
-def load_profiles(path: Path = REPO_ROOT / "notebooks" / "scales.yml") -> dict:
+def load_profiles(path: Path | None = None) -> dict:
     """The scale profiles: ``{notebook: {"source": ..., scale: {param: value}}}`` plus ``common``."""
-    return yaml.safe_load(path.read_text()) or {}
+    return yaml.safe_load((path or REPO_ROOT / "notebooks" / "scales.yml").read_text()) or {}
 
 
 def parameters_for(name: str, scale: str, profiles: dict, overrides: dict | None = None) -> dict:
@@ -83,8 +83,21 @@ def library_digest() -> str:
     return digest.hexdigest()
 
 
-def run_digest(source: Path, params: dict) -> str:
-    blob = json.dumps({"nb": source.read_text(), "params": params, "lib": library_digest()}, sort_keys=True)
+def environment(params: dict) -> dict:
+    """What else an executed copy depends on: the data root the loaders read (pointing ``SSD_DATA_ROOT`` at the
+    full CelebA must re-execute), the torch version and the device the notebook runs on."""
+    import torch
+
+    from ..utils import data_root
+    device = params.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return {"data_root": str(data_root(params.get("data_root")).resolve()), "torch": torch.__version__,
+            "device": str(device)}
+
+
+def run_digest(source: Path, params: dict, env: dict | None = None) -> str:
+    """Hash of a notebook's source, its parameters, the library sources and its :func:`environment`."""
+    blob = json.dumps({"nb": source.read_text(), "params": params, "lib": library_digest(),
+                       "env": environment(params) if env is None else env}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -192,7 +205,7 @@ def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool
         seconds = time.perf_counter() - start
         nb = annotate(strip_widgets(json.loads(partial.read_text())), name, scale, seconds, title)
         nb["metadata"]["ssd_runner"] = {"digest": digest, "scale": scale, "parameters": params,
-                                        "seconds": round(seconds, 1)}
+                                        "seconds": round(seconds, 1), "environment": environment(params)}
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(nb, indent=1))
         os.replace(tmp, target)
@@ -204,6 +217,18 @@ def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool
     return ran, seconds
 
 
+def published_scales(names, root: Path | None = None) -> dict[str, str]:
+    """``{notebook: scale}`` of the published copies (``executed/<name>.ipynb``) among ``names``."""
+    scales = {}
+    for name in names:
+        path = (root or REPO_ROOT) / EXECUTED / f"{name}.ipynb"
+        try:
+            scales[name] = json.loads(path.read_text())["metadata"]["ssd_runner"]["scale"]
+        except (OSError, ValueError, KeyError):
+            continue
+    return scales
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a parameter of the notebooks run (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-execute even if the executed copy is up to date")
     parser.add_argument("--list", action="store_true", help="list the notebooks and their parameters, run nothing")
+    parser.add_argument("--mixed", action="store_true",
+                        help="with --only: publish even if the other pages of the book were built at another scale")
     args = parser.parse_args(argv)
 
     profiles = load_profiles()
@@ -221,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.only) - set(names))
         if unknown:
             parser.error(f"not in _toc.yml: {unknown}; known: {names}")
+        others = {n: s for n, s in published_scales([n for n in names if n not in args.only]).items()
+                  if s != args.scale}
+        if others and not args.list and not args.mixed:
+            parser.error(f"the book's other pages were built at another scale ({others}); publishing "
+                         f"{args.only} at scale {args.scale} would mix scales in one book. Run every notebook at "
+                         f"{args.scale} (no --only), or pass --mixed to do it anyway")
         names = [n for n in names if n in args.only]
     overrides = {k: parse_value(v) for k, v in args.param}
     if args.list:

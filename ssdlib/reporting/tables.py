@@ -41,16 +41,17 @@ def side_by_side(df: pd.DataFrame, index: list[str], groups: dict[str, dict[str,
 
 
 def show(df: pd.DataFrame, precision: int = 3, *, hide_index: bool | None = None,
-         precisions: dict[str, int] | None = None):
+         precisions: dict[str, int] | None = None, na_rep: str = ""):
     """A display of ``df`` for the book: all-NaN columns dropped, numbers rounded (``precisions`` per column, or
     per top-level label of two-level columns), no 0..n index, no wrapping of labels (a pandas Styler, which
-    renders as a plain HTML table). A named index (e.g. from :func:`side_by_side`) is shown unless told not to."""
+    renders as a plain HTML table). A named index (e.g. from :func:`side_by_side`) is shown unless told not to;
+    ``na_rep`` is what a missing value shows (say beside the table what it means)."""
     shown = df.dropna(axis=1, how="all")
-    styler = shown.style.format(precision=precision, na_rep="")
+    styler = shown.style.format(precision=precision, na_rep=na_rep)
     for key, digits in (precisions or {}).items():
         cols = [c for c in shown.columns if c == key or (isinstance(c, tuple) and c[0] == key)]
         if cols:
-            styler = styler.format(precision=digits, na_rep="", subset=cols)
+            styler = styler.format(precision=digits, na_rep=na_rep, subset=cols)
     if hide_index is None:
         hide_index = all(name is None for name in shown.index.names)
     if hide_index:

@@ -14,7 +14,7 @@ try:  # numba is the CPU fast path; the torch path below works without it.
 
     HAVE_NUMBA = True
     # numba's OpenMP layer loads a second libgomp beside torch's; the two pools then stall each other for a
-    # scheduler tick (~12 ms per call, measured).  Unless the user chose a layer, use numba's own workqueue.
+    # scheduler tick on every call.  Unless the user chose a layer, use numba's own workqueue.
     if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
         numba.config.THREADING_LAYER = "workqueue"
 except ImportError:  # pragma: no cover - numba is a core dependency, kept optional for odd platforms
