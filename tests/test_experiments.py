@@ -95,3 +95,56 @@ def test_train_seed_gives_another_reproducible_model(one_thread):
     assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                      E.train_target("lfw_vgg16", "none", "smoke", device="cpu",
                                                                     progress=False)[0].state_dict().values()))
+
+
+@pytest.mark.slow
+def test_oracle_factory_of_an_ssd_row(smoke_outputs):
+    """The SSD row of a setting: the undefended model behind SSD with the setting's parameters, its sampler seeded
+    per (run seed, class), answering probability rows (soft) or their argmax (hard)."""
+    from ssdlib.experiments import attacks as A
+    data = smoke_outputs[0]
+    factory, key, params = A.oracle_factory("celeba_ir152", "ssd", "smoke", device="cpu")
+    plain, plain_key, _ = A.oracle_factory("celeba_ir152", "none", "smoke", device="cpu")
+    assert key == plain_key and params == E.ssd_params("celeba_ir152", "ssd")
+    assert factory.randomised and not plain.randomised
+    assert factory.defense_seed(0, 1) != factory.defense_seed(0, 2) != factory.defense_seed(1, 2)
+    x = data.test.float_images()[:64]
+    soft = factory(0, 1)(x)
+    torch.testing.assert_close(soft.double().sum(-1), torch.ones(64, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert torch.equal(soft, factory(0, 1)(x)) and not torch.equal(soft, plain(0, 1)(x))
+    hard, _, _ = A.oracle_factory("celeba_ir152", "ssd", "smoke", device="cpu", mode="hard")
+    assert torch.equal(hard(0, 1)(x), soft.argmax(-1))
+
+
+def synthetic_utility():
+    """Utility rows of two settings: SSD (paper) loses 0.64 points on s1, both SSD rows move less than every
+    training-time defense, and the training split moves the authors'-code row by 3.6 points."""
+    import pandas as pd
+    rows = []
+    for n, base in (("s1", 63.74), ("s2", 80.0)):
+        rows += [{"setting": n, "defense": "none", "variant": "", "q_from": "", "test_acc": base, "avg_l1": 0.0,
+                  "max_l1": 0.0, "cmi": 1.0, "cmi_correct": 0.5},
+                 {"setting": n, "defense": "mid", "variant": "", "q_from": "", "test_acc": base - 5, "avg_l1": 0.4,
+                  "max_l1": 1.0, "cmi": 0.9, "cmi_correct": 0.4}]
+        for variant, acc, gap, cmi in (("ssd", base - 0.64, 1.4, 0.7), ("ssd_code", base - 1.0, 3.6, 1.2)):
+            for q_from, a in (("valid", acc), ("train", acc - gap)):
+                rows.append({"setting": n, "defense": "ssd", "variant": variant, "q_from": q_from, "test_acc": a,
+                             "avg_l1": 0.1, "max_l1": 0.5, "cmi": cmi, "cmi_correct": cmi / 2})
+    checks = pd.DataFrame([{"variant": "ssd", "q_from": "valid", "P(y = prediction) (%)": p,
+                            "max(L1 - eps*H)": -1e-9} for p in (22.0, 97.0)])
+    return pd.DataFrame(rows), checks
+
+
+def test_utility_findings_say_what_the_tables_show():
+    from ssdlib.experiments import utility as U
+    ours, checks = synthetic_utility()
+    f = U.utility_findings(ours, checks, ["s1", "s2"], ["none", "mid"], {"s1": 1.0, "s2": float("nan")})
+    # displayed 63.7 and 63.1: the sentence takes the difference of the displayed values
+    assert f["t3_none_test_acc"] == "63.7" and f["t3_ssd_test_acc"] == "63.1"
+    assert f["t3_ssd_acc_change"] == "loses 0.6 points"
+    assert f["t3_best_l1"] == "2" and f["t3_best_acc"] == "2" and f["t3_within_spread"] == "1 of 1"
+    assert f["t8_max_gap_ssd"] == "1.4" and f["t8_max_gap_ssd_code"] == "3.6"  # both rows named
+    assert f["t3_p_pred_min"] == "22" and f["t3_p_pred_max"] == "97"
+    table, s53 = U.section53(ours, 0.21, 0.14, "s2", "S2")
+    assert s53["s53_ours_direction"] == "falls" and s53["s53_code_direction"] == "rises"
+    assert s53["s53_verdict"] == "holds for the paper-settings row only" and len(table) == 3

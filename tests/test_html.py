@@ -156,3 +156,52 @@ def test_bibliography_shows_no_raw_tex():
     entries = [_text(e) for e in re.findall(r'<div class="citation".*?</div>', bib, re.S)]
     raw = [e for e in entries if re.search(r"\$|\\[a-zA-Z]+|[{}]", e)]
     assert not raw, f"bibliography entries with raw TeX: {raw}"
+
+
+MEASURE_WIDTHS = """
+const article = document.querySelector('article.bd-article') || document.querySelector('main');
+const column = article.getBoundingClientRect().width;
+const cut = [];
+document.querySelectorAll('mjx-container[display="true"]').forEach((e) => {
+  const svg = e.querySelector('svg');
+  const width = svg ? svg.getBoundingClientRect().width : e.scrollWidth;
+  const room = e.getBoundingClientRect().width;
+  if (width > room + 1) cut.push(['equation', Math.round(width), Math.round(room), e.textContent.slice(0, 40)]);
+});
+article.querySelectorAll('table').forEach((t) => {
+  const room = Math.min(column, t.parentElement.getBoundingClientRect().width);
+  if (t.scrollWidth > room + 1) cut.push(['table', t.scrollWidth, Math.round(room), t.textContent.slice(0, 40)]);
+});
+return cut;
+"""
+
+
+def too_wide(driver, url: str) -> list:
+    """Display equations and tables on the page at ``url`` wider than the room they have (cut or scrolled)."""
+    driver.set_window_size(1280, 1600)
+    driver.get(url)
+    from headless import WAIT_FOR_MATHJAX
+    driver.execute_async_script(WAIT_FOR_MATHJAX)
+    return driver.execute_script(MEASURE_WIDTHS)
+
+
+@needs_mathjax
+def test_width_check_finds_a_wide_equation_and_table(tmp_path, chrome):
+    wide = " + ".join(f"x_{{{i}}}" for i in range(120))
+    page = tmp_path / "wide.html"
+    page.write_text('<!DOCTYPE html><html><head><meta charset="utf-8">'
+                    f'<script>MathJax = {{tex: {{displayMath: [["\\\\[", "\\\\]"]]}}}};</script>'
+                    f'<script src="{MATHJAX.as_uri()}"></script></head><body><main style="width:600px">'
+                    f'<div>\\[{wide}\\]</div><div style="overflow:auto"><table><tr>'
+                    + "".join(f"<td>column-{i}</td>" for i in range(60)) + "</tr></table></div></main></body></html>")
+    kinds = [c[0] for c in too_wide(chrome, page.as_uri())]
+    assert kinds == ["equation", "table"]
+
+
+@needs_book
+@pytest.mark.book
+@pytest.mark.parametrize("page", ["book/theory.html", "book/solver.html", "book/attacks.html", "book/intro.html",
+                                  "executed/attack_mirror.html", "executed/attack_c2f.html", "executed/table1.html"])
+def test_equations_and_results_tables_fit_their_column(page, chrome):
+    """No display equation is cut and no results table scrolls sideways at 1280 px."""
+    assert too_wide(chrome, (HTML / page).as_uri()) == []

@@ -144,7 +144,7 @@ class SSD(nn.Module):
         """Defend probability vectors ``[..., C]`` (not logits); ``inputs`` (the queries) seed the hash mode."""
         if probs.shape[-1] != self.num_classes:
             raise ValueError(f"probs have {probs.shape[-1]} classes, q_table has {self.num_classes}")
-        if self.validate:  # before the budget: the entropy of logits would be meaningless
+        if self.validate:  # before the radius: the entropy of logits would be meaningless
             check_probabilities(probs, "probs (SSD defends probability vectors; apply softmax to logits first)")
         if not self.validate and probs.dim() == 2 and probs.is_cuda and solver_path(probs.device) == "triton":
             return self._forward_fused(probs, inputs)
@@ -154,7 +154,7 @@ class SSD(nn.Module):
 
     def _forward_fused(self, probs: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
         """The CUDA path without host synchronisation: the fused Triton kernel samples, gathers q^y, computes the
-        budget and solves in one go (the generator's uniforms are drawn on the CPU and copied asynchronously)."""
+        radius and solves in one go (the generator's uniforms are drawn on the CPU and copied asynchronously)."""
         from ..solver.triton_kernel import ssd_defend_triton
 
         u = self._uniforms(probs.shape[0], inputs, probs)

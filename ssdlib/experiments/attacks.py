@@ -39,7 +39,10 @@ from .verdicts import compare, interval
 #: The rows of the attack tables: the undefended target, the four training-time defenses, and both SSD variants.
 ROWS = (*TRAINING_DEFENSES, *SSD_VARIANTS)
 #: The reference rows every table carries: random prior samples (the floor) and the white-box ceiling.
-REFERENCE_ROWS = {"prior": "prior only (no attack)", "ceiling": "white-box ceiling (not black-box)"}
+REFERENCE_ROWS = {"prior": "prior only", "ceiling": "white-box ceiling"}
+#: Short row labels for figures.
+ROW_LABELS = {"none": "none", "mid": "MID", "bido": "BiDO", "ls": "LS", "tl": "TL", "ssd": "SSD",
+              "ssd_code": "SSD (code)", "prior": "prior", "ceiling": "ceiling"}
 #: Classes attacked per row and images kept per class at each scale (the paper: the first 100 classes, 5 images
 #: each). ``cpu`` attacks every class of the LFW settings (62) and as many of CelebA's, so that a row with one
 #: attack seed holds 310 reconstructions.
@@ -259,7 +262,7 @@ def reconstructions(results: dict, row: str, seed: int, classes) -> dict[int, to
 #: C2F without its stage I).
 VARIANTS = {
     "mirror": {"twice the generations": lambda p: {"generations": 2 * p["generations"]},
-               "latent box +-2 std": lambda p: {"bound_std": 2.0},
+               "latent box ±2 std": lambda p: {"bound_std": 2.0},
                "no latent box": lambda p: {"bound_std": None}},
     "c2f": {"twice the generations": lambda p: {"generations": 2 * p["generations"]},
             "without stage I": lambda p: {"stage1_steps": 0}},

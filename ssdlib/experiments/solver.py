@@ -136,7 +136,7 @@ def _kl(x: np.ndarray, q: np.ndarray) -> float:
 
 def oracle_comparison(n_instances: int, max_classes: int = 30, *, seed: int = 0,
                       progress: bool = True) -> tuple[pd.DataFrame, int]:
-    """Random rows (flat or peaked f and q, exact zeros in f every fifth row, budgets from 0 to beyond
+    """Random rows (flat or peaked f and q, exact zeros in f every fifth row, radii from 0 to beyond
     ||q - f||_1) solved by :func:`ssdlib.waterfill` and by the cvxpy oracle; returns (per-instance table, skipped).
 
     A row is skipped only when cvxpy does not certify its answer as optimal. Columns: C, eps/||q - f||_1, the

@@ -71,11 +71,11 @@ def setting_utility(name: str, scale: str, *, defenses=TRAINING_DEFENSES, varian
             ssd = build(seed)
             defended = ssd(base.to(device)).cpu()
             l1 = (defended.double() - base.double()).abs().sum(-1)
-            budget = ssd.radius(base)
+            radius = ssd.radius(base)
             p_pred, p_true = sampling_rates(base, labels, params["T"])
             checks.append({"setting": name, "variant": variant, "q_from": source, **params,
-                           "max(L1 - eps*H)": (l1 - budget).max().item(),
-                           "rows at the bound (%)": 100 * (l1 >= budget - 1e-6).double().mean().item(),
+                           "max(L1 - eps*H)": (l1 - radius).max().item(),
+                           "rows at the bound (%)": 100 * (l1 >= radius - 1e-6).double().mean().item(),
                            "P(y = prediction) (%)": p_pred, "P(y = true label) (%)": p_true})
             rows.append({"setting": name, "defense": "ssd", "variant": variant, "q_from": source,
                          "title": SSD_VARIANT_TITLES[variant] + ("" if source == "valid" else ", q from train"),
@@ -106,3 +106,78 @@ def with_paper(ours: pd.DataFrame) -> pd.DataFrame:
         out.loc[hit, "paper_avg_l1 (submitted)"] = r.avg_l1
         out.loc[hit, "paper_max_l1 (submitted)"] = r.max_l1
     return out
+
+
+def _value(ours: pd.DataFrame, name: str, defense: str, column: str, variant: str = "", q_from: str = "") -> float:
+    """One number of the utility rows: setting ``name``, ``defense`` (an SSD ``variant`` and ``q_from`` source)."""
+    row = ours[(ours.setting == name) & (ours.defense == defense) & (ours.variant == variant)
+               & (ours.q_from == (q_from if defense != "ssd" else (q_from or "valid")))]
+    if len(row) != 1:
+        raise ValueError(f"no single utility row for {name}/{defense}/{variant or '-'}/{q_from or '-'}")
+    return float(row[column].iloc[0])
+
+
+def utility_findings(ours: pd.DataFrame, checks: pd.DataFrame, settings, defenses, spread_sd: dict) -> dict:
+    """The sentences' numbers of the utility chapter (Tables 3 and 8), as display strings keyed by glue name.
+
+    Differences are taken between the *displayed* (rounded) values, so the prose agrees with the tables; a
+    defense's accuracy counts as "not below" SSD's when the gap is within one run-to-run standard deviation of
+    the targets (``spread_sd[setting]``, NaN when not measured). The q^y-source gap is given for both SSD rows."""
+    first = settings[0]
+    acc = lambda *a, **k: round(_value(ours, *a, **k), 1)  # noqa: E731 (as displayed: one decimal)
+    none_acc, ssd_acc = acc(first, "none", "test_acc"), acc(first, "ssd", "test_acc", "ssd")
+    out = {"t3_none_test_acc": f"{none_acc:.1f}", "t3_ssd_test_acc": f"{ssd_acc:.1f}",
+           "t3_ssd_acc_change": f"{'loses' if ssd_acc < none_acc else 'gains'} {abs(none_acc - ssd_acc):.1f} points"}
+    for key in ("ssd", "ssd_code"):
+        for column in ("avg_l1", "max_l1", "cmi"):
+            out[f"t3_{key}_{column}"] = f"{_value(ours, first, 'ssd', column, key):.3f}"
+    cmi_none, cmi_ssd = _value(ours, first, "none", "cmi"), _value(ours, first, "ssd", "cmi", "ssd")
+    out.update(t3_none_cmi=f"{cmi_none:.3f}", t3_cmi_direction="falls" if cmi_ssd < cmi_none else "rises")
+    training = [d for d in defenses if d != "none"]
+    best_l1 = sum(_value(ours, n, "ssd", "avg_l1", "ssd") < min(_value(ours, n, d, "avg_l1") for d in training)
+                  for n in settings)
+    best_acc = sum(acc(n, "ssd", "test_acc", "ssd") >= max(acc(n, d, "test_acc") for d in training) for n in settings)
+    measured = {n: sd for n, sd in spread_sd.items() if sd == sd}
+    within = sum(acc(n, "ssd", "test_acc", "ssd") >= max(acc(n, d, "test_acc") for d in training) - measured[n]
+                 for n in settings if n in measured)
+    drops = [acc(n, "none", "test_acc") - acc(n, "ssd", "test_acc", "ssd") for n in settings]
+    main = checks[(checks.variant == "ssd") & (checks.q_from == "valid")]
+    out.update(t3_n_settings=str(len(settings)), t3_best_l1=str(best_l1), t3_best_acc=str(best_acc),
+               t3_within_spread=f"{within} of {len(measured)}" if measured else "n/a (no spread measured)",
+               t3_sd_range=(f"{min(measured.values()):.1f} to {max(measured.values()):.1f}" if measured else "n/a"),
+               t3_ssd_drop_min=f"{min(drops):.1f}", t3_ssd_drop_max=f"{max(drops):.1f}",
+               t3_p_pred_min=f"{main['P(y = prediction) (%)'].min():.0f}",
+               t3_p_pred_max=f"{main['P(y = prediction) (%)'].max():.0f}",
+               t3_max_bound_excess=f"{checks['max(L1 - eps*H)'].max():.1e}")
+    for key, title in (("ssd", "the paper-settings row"), ("ssd_code", "the authors'-code row")):
+        gaps = [abs(acc(n, "ssd", "test_acc", key, "valid") - acc(n, "ssd", "test_acc", key, "train"))
+                for n in settings]
+        out[f"t8_max_gap_{key}"] = f"{max(gaps):.1f}"
+    out["t8_max_gap"] = (f"{out['t8_max_gap_ssd']} points for the paper-settings row and "
+                         f"{out['t8_max_gap_ssd_code']} for the authors'-code row")
+    return out
+
+
+def section53(ours: pd.DataFrame, paper_none: float, paper_ssd: float, name: str, title: str):
+    """Section 5.3's CMI of correctly classified test outputs, the paper's values beside both of our SSD rows:
+    ``(table, findings)``; the findings name each row's direction, so neither is reported without the other."""
+    ours_none = _value(ours, name, "none", "cmi_correct")
+    ours_ssd = _value(ours, name, "ssd", "cmi_correct", "ssd")
+    ours_code = _value(ours, name, "ssd", "cmi_correct", "ssd_code")
+    table = pd.DataFrame([
+        {"outputs of": "paper (VGG-16/FaceScrub)", "no defense": paper_none, "SSD": paper_ssd,
+         "change": paper_ssd / paper_none - 1},
+        {"outputs of": f"ours, {title}, SSD (paper)", "no defense": ours_none, "SSD": ours_ssd,
+         "change": ours_ssd / ours_none - 1},
+        {"outputs of": f"ours, {title}, SSD (authors' code)", "no defense": ours_none, "SSD": ours_code,
+         "change": ours_code / ours_none - 1}])
+    word = lambda new: "falls" if new < ours_none else "rises"  # noqa: E731
+    findings = {"s53_paper_none": f"{paper_none:.2f}", "s53_paper_ssd": f"{paper_ssd:.2f}",
+                "s53_paper_change": f"{abs(paper_ssd / paper_none - 1):.0%}",
+                "s53_ours_change": f"{abs(ours_ssd / ours_none - 1):.0%}", "s53_ours_direction": word(ours_ssd),
+                "s53_code_change": f"{abs(ours_code / ours_none - 1):.0%}", "s53_code_direction": word(ours_code),
+                "s53_verdict": ("holds for both SSD rows" if max(ours_ssd, ours_code) < ours_none else
+                                "does not hold for either SSD row" if min(ours_ssd, ours_code) >= ours_none else
+                                "holds for the authors'-code row only" if ours_code < ours_none else
+                                "holds for the paper-settings row only")}
+    return table, findings

@@ -54,7 +54,7 @@ def waterfill_bars(f, q, r: float, ax=None, title: str = ""):
     if b is not None:
         ax.axhline(b, color="tab:red", ls="--", lw=1, label=f"level b = {b:.3f} (lower)")
     ax.set(xticks=x, xticklabels=[str(i) for i in order], xlabel="class i (sorted by f_i/q_i)",
-           ylabel="ratio (log scale)", yscale="log", title=title or f"budget r = {r:.3f}")
+           ylabel="ratio (log scale)", yscale="log", title=title or f"radius r = {r:.3f}")
     ax.legend(loc="upper left", frameon=False)
     return ax.figure
 
@@ -147,9 +147,10 @@ __all__ = ["proposition1_scatter", "waterfill_bars", "simplex_panel", "simplex_g
 
 
 def accuracy_bars(summary: pd.DataFrame, *, references: pd.DataFrame | None = None, titles: dict | None = None,
-                  value: str = "acc@1", ylabel: str = "evaluator Acc@1 (%)"):
+                  labels: dict | None = None, value: str = "acc@1", ylabel: str = "evaluator Acc@1 (%)"):
     """One panel per setting: a bar per row of ``summary`` with its 95 % interval (``<value> low/high``), and the
-    reference rows (``prior``: dashed, ``ceiling``: dotted) as horizontal lines; the y axis zooms to the data."""
+    reference rows (``prior``: dashed, ``ceiling``: dotted) as horizontal lines; the y axis zooms to the data.
+    ``labels`` maps a row name to its short tick label (default: the row's ``title``)."""
     settings = list(dict.fromkeys(summary.setting))
     titles = titles or {}
     fig, axes = plt.subplots(1, len(settings), figsize=(PAGE_WIDTH, 2.9), sharey=True, squeeze=False)
@@ -167,7 +168,8 @@ def accuracy_bars(summary: pd.DataFrame, *, references: pd.DataFrame | None = No
                     ax.axhline(float(ref[value].iloc[0]), color="#333333", linestyle=style, linewidth=1.2,
                                label={"prior": "prior samples", "ceiling": "white-box ceiling"}[row])
                     top = max(top, float(ref[value].iloc[0]))
-        ax.set_xticks(list(x), [t.replace(" (", "\n(") for t in part.title], rotation=60, ha="right", fontsize=8)
+        ticks = [(labels or {}).get(r, t) for r, t in zip(part.row, part.title)]
+        ax.set_xticks(list(x), ticks, rotation=45, ha="right", fontsize=8)
         ax.set_title(titles.get(s, s), fontsize=10)
     axes[0][0].set_ylabel(ylabel)
     axes[0][0].set_ylim(0, max(1.0, 1.15 * top))

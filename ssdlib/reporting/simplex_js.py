@@ -20,7 +20,7 @@ var SSDExplorer = (function () {
     return idx;
   }
 
-  /* Budget slack per side for float64 output, as ssdlib.solver._margin. */
+  /* Radius slack per side for float64 output, as ssdlib.solver._margin. */
   function margin(C) { return (2 * C + 8) * U64 + U64; }
 
   /* argmin KL(p||q) s.t. ||p - f||_1 <= eps on the simplex: a float64 port of ssdlib.solver._row_loop
@@ -133,7 +133,7 @@ var SSDExplorer = (function () {
     return C - 1;
   }
 
-  /* One SSD response: y from u, then the water-filled p with budget eps * H(f). */
+  /* One SSD response: y from u, then the water-filled p with radius eps * H(f). */
   function defend(f, qTable, T, eps, normalized, u) {
     var y = sampleLabel(f, T, u);
     return waterfill(f, qTable[y], eps * entropy(f, normalized)).p;

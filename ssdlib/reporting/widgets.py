@@ -79,7 +79,7 @@ def simplex_explorer(q_table, f0, **kwargs):
     """The explorer as ``IPython.display.HTML``: works in Jupyter and, inlined, in the static book page.
 
     ``q_table`` [3, 3] (rows q^y, positive), ``f0`` [3] the starting f(x); keyword arguments as
-    :func:`explorer_config` (``eps``, ``T``, ``entropy_normalized`` for the budget's entropy unit, cloud size).
+    :func:`explorer_config` (``eps``, ``T``, ``entropy_normalized`` for the radius's entropy unit, cloud size).
     """
     from IPython.display import HTML
 

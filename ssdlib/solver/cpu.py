@@ -214,7 +214,7 @@ if HAVE_NUMBA:
             return used
         if limit:
             _write(f, q, a, b, t / Ua, t / Db, 1.0, limit, out)
-        else:  # zero-q entries go exactly to 0 (sz = 1) whenever the budget allows it
+        else:  # zero-q entries go exactly to 0 (sz = 1) whenever the radius allows it
             sz = min(1.0, t / m0) if m0 > 0.0 else 0.0
             rest = Db - m0
             sd = (t - sz * m0) / rest if rest > 0.0 else 0.0

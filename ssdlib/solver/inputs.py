@@ -1,4 +1,4 @@
-"""Input checks of the solver: probability rows, shapes, budgets; one place for every error message."""
+"""Input checks of the solver: probability rows, shapes, radii; one place for every error message."""
 from __future__ import annotations
 
 import numpy as np

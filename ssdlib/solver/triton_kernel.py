@@ -1,7 +1,7 @@
 """Fused Triton water-filling kernel: the exact solver of :mod:`ssdlib.solver` in one launch, no host sync.
 
 Same contract and semantics as the numba kernel ``_row_nb`` (the reference): the first sums at a = b = 1, the
-trivial case (q feasible returns q), budgets below ``_margin`` return f, monotone Newton passes on both water levels
+trivial case (q feasible returns q), radii below ``_margin`` return f, monotone Newton passes on both water levels
 until their active sets stop changing, the zero-q rules (feasible: those entries go to exactly 0; KL-infeasible
 m0 > eps/2: a common cap L on them, q > 0 entries never lowered), float64 accumulation whatever the input dtype, and
 p = f + up - down with sum(up) = sum(down) = t <= eps/2 - margin, so ||p - f||_1 <= eps holds by construction.
@@ -508,7 +508,7 @@ _MARGINS: dict = {}
 
 
 def _margin_tensor(C: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The float64 budget margin as a one-element device tensor, cached (no fill kernel per call)."""
+    """The float64 radius margin as a one-element device tensor, cached (no fill kernel per call)."""
     key = (C, dtype, device)
     t = _MARGINS.get(key)
     if t is None:
@@ -564,7 +564,7 @@ def _launch(f2, q2, e, q_rows=None, *, path="auto", block=None, num_warps=None, 
 
 def waterfill_triton(f2: torch.Tensor, q2: torch.Tensor, e: torch.Tensor, q_rows: torch.Tensor | None = None):
     """Solve every row of ``f2`` [B, C] towards ``q2`` ([B, C], [1, C], or any [K, C] picked by ``q_rows`` [B]) under
-    float64 budgets ``e`` [B]; returns (p2 of f2's dtype, int64 pass count per row).  No validation, no host sync.
+    float64 radii ``e`` [B]; returns (p2 of f2's dtype, int64 pass count per row).  No validation, no host sync.
 
     Same contract as ``_waterfill_numba`` / ``_waterfill_torch``; a row whose count reaches ``_MAX_PASSES`` + 1
     stopped at the pass cap.
@@ -582,12 +582,12 @@ def waterfill_triton_stats(f2, q2, e, q_rows=None, **options):
 
 def ssd_defend_triton(probs: torch.Tensor, q_table: torch.Tensor, uniforms: torch.Tensor, *, T: float, eps: float,
                       normalized: bool = True) -> torch.Tensor:
-    """SSD's post-processing (Algorithm 1) with no host synchronisation: label sampling, q^y lookup, budget, solve.
+    """SSD's post-processing (Algorithm 1) with no host synchronisation: label sampling, q^y lookup, radius, solve.
 
     ``probs`` [B, C] on the device, ``q_table`` [C, C] already there (same dtype), ``uniforms`` [B] float64 in [0, 1)
     there too (e.g. ``torch.rand(B, device=..., dtype=torch.float64)`` or the hash uniforms copied with
     ``non_blocking=True``).  Same arithmetic as ``SSD.__call__`` with ``validate=False``: inverse-CDF sampling of
-    softmax(probs / T) (argmax when T = 0), budget eps * H(probs) in float64 (normalised by log C or in nats), and
+    softmax(probs / T) (argmax when T = 0), radius eps * H(probs) in float64 (normalised by log C or in nats), and
     the kernel reads q^y rows straight from the table (no [B, C] gather).
 
     What ``SSD.__call__`` does today that waits for the GPU (each a host synchronisation): copying ``q_table`` to
@@ -607,7 +607,7 @@ def ssd_defend_triton(probs: torch.Tensor, q_table: torch.Tensor, uniforms: torc
         cdf = weights.cumsum(-1)
         u = uniforms.to(torch.float64) * cdf[:, -1]
         labels = torch.searchsorted(cdf, u[:, None]).squeeze(-1).clamp_max(C - 1)
-    budget = eps * entropy(probs.double(), normalized=normalized)  # as SSD.budget
+    radius = eps * entropy(probs.double(), normalized=normalized)  # as SSD.radius
     qt = q_table if q_table.dtype == probs.dtype else q_table.to(probs.dtype)
-    p, _ = waterfill_triton(probs, qt, budget, q_rows=labels)
+    p, _ = waterfill_triton(probs, qt, radius, q_rows=labels)
     return p
