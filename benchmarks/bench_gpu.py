@@ -6,7 +6,7 @@ table6: the paper's Table 6 sweep (B = 256 rows, C = 1e1 .. 1e6, float32): the T
         largest pass count and full-row reads; its largest difference from the exact CPU solver on sampled rows.
 table5: the paper's Table 5 protocol (its Appendix D): batch 512, 100 inferences, forward pass only, CUDA time from
         torch.profiler, paper-scale IR-152 and VGG-16 with 1,000 classes, without and with SSD's post-processing
-        (softmax, label sampling, q^y lookup, entropy radius, solve), for SSD as the library calls it today and for
+        (softmax, label sampling, q^y lookup, radius eps * H, solve), for SSD as the library calls it today and for
         the fused path ``ssd_defend_triton``; synchronised wall time beside it.
 
     python benchmarks/bench_gpu.py table6 --out table6_triton.json

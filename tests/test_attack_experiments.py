@@ -206,6 +206,9 @@ def test_attack_table_end_to_end_on_a_toy_setting(toy_prior, tmp_path, monkeypat
     assert (attacked.generations_per_class == 4).all()
     assert (attacked.queries_min == attacked.queries_max).all() and attacked.queries_per_class.nunique() == 1
     assert (attacked.stopped == f"generations: {C}").all()
+    effort = A.effort_summary(table).set_index("row")
+    assert list(effort.index) == ["none", "ssd"] and (effort.seeds == 2).all()
+    assert effort.loc["none", "full_runs"] == f"{2 * C}/{2 * C}" and effort.loc["none", "queries"] == "20"
     assert set(per_class.columns) >= {"class", "hits@1", "hits@5", "n", "row", "attack_seed"}
     assert per_class.groupby(["row", "attack_seed"]).n.sum().eq(C * 2).all()
     summary = A.with_intervals(table, per_class).set_index("row")

@@ -170,3 +170,11 @@ def test_side_by_side_puts_each_quantity_beside_the_paper():
     assert ">setting<" in html  # a named index is shown (setting labels once per group)
     with pytest.raises(KeyError, match="no column"):
         side_by_side(df, ["setting"], {"Acc": {"ours": "missing"}})
+
+
+def test_show_formats_tiny_errors_in_scientific_notation():
+    import pandas as pd
+
+    from ssdlib.reporting.tables import show
+    html = show(pd.DataFrame({"err": [2.2e-16], "x": [1.234]}), precision=2, formats={"err": "{:.1e}"}).to_html()
+    assert "2.2e-16" in html and "1.23" in html and ">0.00<" not in html

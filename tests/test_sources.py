@@ -3,7 +3,6 @@ in a Python string (``"\tilde"`` is a tab followed by "ilde") shows up as garbag
 import ast
 import json
 import re
-from pathlib import Path
 
 import pytest
 

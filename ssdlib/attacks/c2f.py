@@ -84,7 +84,7 @@ class C2F(Attack):
         "paper": dict(inversion_samples=150_000, inversion_epochs=20, inversion_hidden=4096, stage1_batch=16,
                       stage1_steps=20, stage1_keep=10, population=32, generations=500, top_k=5),
         "cpu": dict(inversion_samples=2_000, inversion_epochs=30, inversion_hidden=256, stage1_batch=16,
-                    stage1_steps=20, stage1_keep=10, population=16, generations=16, top_k=5),
+                    stage1_steps=20, stage1_keep=10, population=16, generations=12, top_k=5),
         "smoke": dict(inversion_samples=128, inversion_epochs=5, inversion_hidden=32, stage1_batch=8,
                       stage1_steps=5, stage1_keep=4, population=8, generations=3, top_k=2),
     }

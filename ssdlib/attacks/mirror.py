@@ -47,7 +47,7 @@ class Mirror(Attack):
     #: with the same effort per row; the attack page reports the measured cost per class.
     EFFORT = {
         "paper": dict(pool=100_000, population=100, generations=100, top_k=5),
-        "cpu": dict(pool=2_000, population=32, generations=16, top_k=5),
+        "cpu": dict(pool=2_000, population=32, generations=12, top_k=5),
         "smoke": dict(pool=64, population=8, generations=3, top_k=2),
     }
     #: official defaults: mutation_prob 0.1, mutation_ce 0.1, p_std_ce 1, min_score 0.95.

@@ -383,3 +383,27 @@ def variant_lines(against: pd.DataFrame, *, titles=None) -> list[str]:
             words.append(f"{r.row}: {verdict} ({r.difference:+.1f} points, 95% CI {r.low:+.1f} to {r.high:+.1f})")
         lines.append(f"**{titles.get(s, s)}**, {attack_title(a)}, against the default: " + "; ".join(words) + ".")
     return lines
+
+
+def _full_runs(stopped) -> str:
+    """``"62/62"`` when every run ran all its generations, else with the other stop reasons named."""
+    counts: dict[str, int] = {}
+    for text in stopped:
+        for part in str(text).split(", "):
+            reason, n = part.rsplit(": ", 1)
+            counts[reason] = counts.get(reason, 0) + int(n)
+    other = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "generations")
+    return f"{counts.get('generations', 0)}/{sum(counts.values())}" + (f" ({other})" if other else "")
+
+
+def effort_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, row) of an attack table: attack seeds, generations per class, queries per class (one number
+    when every class and seed cost the same, else the range), runs that ran every generation out of all, the
+    shared setup's queries and seconds per class (setup excluded). Reference rows are left out."""
+    attacked = table[~table.row.isin(list(REFERENCE_ROWS))]
+    out = attacked.groupby(["setting", "row", "title"], sort=False).agg(
+        seeds=("attack_seed", "size"), generations=("generations_per_class", "mean"),
+        qmin=("queries_min", "min"), qmax=("queries_max", "max"), full_runs=("stopped", _full_runs),
+        setup_queries=("setup_queries", "max"), seconds=("seconds_per_class", "mean")).reset_index()
+    out["queries"] = [f"{a:,.0f}" if a == b else f"{a:,.0f}–{b:,.0f}" for a, b in zip(out.qmin, out.qmax)]
+    return out.drop(columns=["qmin", "qmax"])

@@ -41,17 +41,22 @@ def side_by_side(df: pd.DataFrame, index: list[str], groups: dict[str, dict[str,
 
 
 def show(df: pd.DataFrame, precision: int = 3, *, hide_index: bool | None = None,
-         precisions: dict[str, int] | None = None, na_rep: str = ""):
+         precisions: dict[str, int] | None = None, na_rep: str = "", formats: dict[str, str] | None = None):
     """A display of ``df`` for the book: all-NaN columns dropped, numbers rounded (``precisions`` per column, or
     per top-level label of two-level columns), no 0..n index, no wrapping of labels (a pandas Styler, which
     renders as a plain HTML table). A named index (e.g. from :func:`side_by_side`) is shown unless told not to;
-    ``na_rep`` is what a missing value shows (say beside the table what it means)."""
+    ``na_rep`` is what a missing value shows (say beside the table what it means); ``formats`` gives a format
+    string per column (e.g. ``"{:.1e}"`` for errors near machine precision, which a fixed precision shows as 0)."""
     shown = df.dropna(axis=1, how="all")
     styler = shown.style.format(precision=precision, na_rep=na_rep)
     for key, digits in (precisions or {}).items():
         cols = [c for c in shown.columns if c == key or (isinstance(c, tuple) and c[0] == key)]
         if cols:
             styler = styler.format(precision=digits, na_rep=na_rep, subset=cols)
+    for key, fmt in (formats or {}).items():
+        cols = [c for c in shown.columns if c == key or (isinstance(c, tuple) and c[0] == key)]
+        if cols:
+            styler = styler.format(fmt, na_rep=na_rep, subset=cols)
     if hide_index is None:
         hide_index = all(name is None for name in shown.index.names)
     if hide_index:

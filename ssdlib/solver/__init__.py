@@ -7,7 +7,7 @@ Newton's method started at 1 moves monotonically and stops exactly once its acti
 (a Michelot-style active-set iteration, O(C) per pass, a handful of passes in practice).
 
 Zero entries of q.  Entries with q_i = 0 < f_i must be lowered.  Let m0 = sum of f over {q_i = 0}:
-* m0 <= eps/2: those entries go to 0 and the remaining decrease radius eps/2 - m0 is spent by the water level b on
+* m0 <= eps/2: those entries go to 0 and the remaining decrease mass eps/2 - m0 is spent by the water level b on
   {q_i > 0} (the usual rule, q_i = 0 simply puts the entry always on the decrease side);
 * m0 > eps/2: every feasible p has KL(p||q) = inf.  We return the limit delta -> 0 of the solution for the smoothed
   q_delta = (1 - delta) q + delta / C: the entries with q_i > 0 are never lowered, the zero-q entries are capped at a
