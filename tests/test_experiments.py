@@ -110,7 +110,7 @@ def test_oracle_factory_of_an_ssd_row(smoke_outputs):
     assert factory.defense_seed(0, 1) != factory.defense_seed(0, 2) != factory.defense_seed(1, 2)
     x = data.test.float_images()[:64]
     soft = factory(0, 1)(x)
-    torch.testing.assert_close(soft.double().sum(-1), torch.ones(64, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(soft.double().sum(-1), torch.ones(len(x), dtype=torch.float64), atol=1e-5, rtol=0)
     assert torch.equal(soft, factory(0, 1)(x)) and not torch.equal(soft, plain(0, 1)(x))
     hard, _, _ = A.oracle_factory("celeba_ir152", "ssd", "smoke", device="cpu", mode="hard")
     assert torch.equal(hard(0, 1)(x), soft.argmax(-1))

@@ -326,7 +326,8 @@ def verdict_lines(summary: pd.DataFrame, per_class: pd.DataFrame, *, titles=None
         parts = []
         if "ceiling" in rows.index:
             ceil = rows.loc["ceiling", "acc@1"]
-            share = f", {100 * rows.loc['none', 'acc@1'] / ceil:.0f}% of it" if ceil > 0 else ""
+            share = (f" (the undefended row reaches {100 * rows.loc['none', 'acc@1'] / ceil:.0f}% of it)"
+                     if ceil > 0 else "")
             parts.append(f"the white-box ceiling {_acc_text(rows.loc['ceiling'])}{share}")
         if "prior" in rows.index:
             parts.append(f"random prior samples {_acc_text(rows.loc['prior'])}")
