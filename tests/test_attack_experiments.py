@@ -242,13 +242,15 @@ def test_verdict_sentences_follow_the_rule():
     assert line.startswith("**LFW / IR-152**") and "SSD (paper, Table 4) lowers Acc@1" in line
     assert "white-box ceiling" in line and "95% CI" in line
     assert A.verdict_counts(per_class) == {"lower": 1, "higher": 0, "inconclusive": 0, "attack beats prior": 1,
-                                           "cases": 1}
+                                           "not judged": 0, "cases": 1}
     summary, per_class = planted_per_class(0.30, 0.30, 0.02, seed=1)
     [line] = A.verdict_lines(summary, per_class)
     assert "inconclusive at this scale" in line
     summary, per_class = planted_per_class(0.03, 0.01, 0.03, seed=2)  # the attack recovers nothing: no verdict
     [line] = A.verdict_lines(summary, per_class)
     assert "does not beat random prior samples" in line and "lowers" not in line
+    counts = A.verdict_counts(per_class)
+    assert counts["not judged"] == 1 and counts["lower"] == counts["inconclusive"] == 0
 
 
 def test_variant_sentences_name_what_is_clearly_stronger():

@@ -357,17 +357,20 @@ def verdict_lines(summary: pd.DataFrame, per_class: pd.DataFrame, *, titles=None
 
 def verdict_counts(per_class: pd.DataFrame, row: str = "ssd", reference: str = "none") -> dict:
     """How many (setting, attack) cases the paired rule finds ``row`` lower / higher / inconclusive than
-    ``reference``, and in how many the attack beats the prior-only floor at all (``"attack beats prior"``)."""
+    ``reference``, counting only the cases where the attack beats the prior-only floor (``"attack beats prior"``;
+    the others are ``"not judged"``: there a lower Acc@1 would not be protection), out of ``"cases"``."""
     counts = {v: 0 for v in ("lower", "higher", "inconclusive")}
-    counts["attack beats prior"] = counts["cases"] = 0
+    counts["attack beats prior"] = counts["not judged"] = counts["cases"] = 0
     for _, part in per_class.groupby(["setting", "attack"], sort=False):
         by_row = {r: g for r, g in part.groupby("row")}
         if reference not in by_row or row not in by_row:
             continue
         counts["cases"] += 1
+        if "prior" in by_row and compare(by_row["prior"], by_row[reference]).verdict != "higher":
+            counts["not judged"] += 1
+            continue
+        counts["attack beats prior"] += "prior" in by_row
         counts[compare(by_row[reference], by_row[row]).verdict] += 1
-        if "prior" in by_row:
-            counts["attack beats prior"] += compare(by_row["prior"], by_row[reference]).verdict == "higher"
     return counts
 
 
