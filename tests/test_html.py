@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from headless import math_problems, start_chrome
+from ssdlib.reporting import runner
 from ssdlib.utils import REPO_ROOT
 
 HTML = REPO_ROOT / "_build" / "html"
@@ -158,28 +159,8 @@ def test_bibliography_shows_no_raw_tex():
     assert not raw, f"bibliography entries with raw TeX: {raw}"
 
 
-def _book_pages() -> list[str]:
-    """Every page of the table of contents, as built HTML paths."""
-    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if isinstance(node.get(key), str):
-                    found.append(node[key] + ".html")
-            for value in node.values():
-                if isinstance(value, (list, dict)):
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc)
-    return found
-
-
-BOOK_PAGES = _book_pages()
+#: Every page of the table of contents, as built HTML paths.
+BOOK_PAGES = [f"{page}.html" for page in runner.toc_pages()]
 
 MEASURE_WIDTHS = """
 const article = document.querySelector('article.bd-article') || document.querySelector('main');

@@ -24,17 +24,16 @@ from ..utils import REPO_ROOT
 EXECUTED = "executed"
 
 
-def toc_notebooks(toc_path: Path | None = None) -> list[str]:
-    """Names of the executed notebooks in book order (toc entries ``executed/<name>``)."""
+def toc_pages(toc_path: Path | None = None) -> list[str]:
+    """Every page of ``_toc.yml`` in book order (``root`` and ``file`` entries, e.g. ``executed/theory``)."""
     toc = yaml.safe_load((toc_path or REPO_ROOT / "_toc.yml").read_text())
-    names: list[str] = []
+    pages: list[str] = []
 
     def walk(node):
         if isinstance(node, dict):
             for key in ("root", "file"):
-                value = node.get(key)
-                if isinstance(value, str) and value.startswith(EXECUTED + "/"):
-                    names.append(value.split("/", 1)[1].removesuffix(".ipynb"))
+                if isinstance(node.get(key), str):
+                    pages.append(node[key])
             for value in node.values():
                 if isinstance(value, (list, dict)):
                     walk(value)
@@ -43,7 +42,13 @@ def toc_notebooks(toc_path: Path | None = None) -> list[str]:
                 walk(item)
 
     walk(toc)
-    return names
+    return pages
+
+
+def toc_notebooks(toc_path: Path | None = None) -> list[str]:
+    """Names of the executed notebooks in book order (toc entries ``executed/<name>``)."""
+    return [page.split("/", 1)[1].removesuffix(".ipynb") for page in toc_pages(toc_path)
+            if page.startswith(EXECUTED + "/")]
 
 
 def load_profiles(path: Path | None = None) -> dict:
