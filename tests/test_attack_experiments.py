@@ -49,7 +49,9 @@ def test_paper_columns_match_each_ssd_row_to_its_version():
 def test_rows_cover_every_defense_and_variant_once():
     from ssdlib.defenses import TRAINING_DEFENSES
     from ssdlib.experiments.settings import SSD_VARIANTS
-    assert set(A.ROWS) == set(TRAINING_DEFENSES) | set(SSD_VARIANTS) and len(set(A.ROWS)) == len(A.ROWS)
+    extra = {A.CALIBRATED, A.TRAIN_Q}  # beyond Table 1: the calibrated SSD, and q^y from the train split (Table 7)
+    assert set(A.ROWS) == set(TRAINING_DEFENSES) | set(SSD_VARIANTS) | extra and len(set(A.ROWS)) == len(A.ROWS)
+    assert set(A.SSD_ROWS) == set(SSD_VARIANTS) | extra
     titles = [A.row_title(r) for r in (*A.ROWS, *A.REFERENCE_ROWS)]
     assert len(set(titles)) == len(titles)
     with pytest.raises(ValueError, match="unknown row"):
@@ -65,7 +67,7 @@ def test_variants_change_only_existing_parameters():
             assert changed and set(changed) <= set(params), (name, label)
             assert any(changed[k] != params[k] for k in changed), (name, label)
     with pytest.raises(ValueError, match="no variants"):
-        A.attack_variants("lfw_ir152", "smoke", "brep")
+        A.attack_variants("lfw_ir152", "smoke", "no-such-attack")
 
 
 # --- the verdict rule ---------------------------------------------------------------------------------------

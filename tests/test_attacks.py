@@ -178,7 +178,7 @@ def test_bad_parameters_are_named(prior):
     with pytest.raises(TypeError, match="Prior"):
         C2F(ToyGenerator(), scale="smoke")
     with pytest.raises(ValueError, match="unknown attack"):
-        build_attack("brep", prior)
+        build_attack("no-such-attack", prior)
 
 
 def test_cached_run_is_reused_and_a_changed_parameter_reruns(prior, tmp_path, monkeypatch):

@@ -1,10 +1,12 @@
 """Black-box model-inversion attacks; each reaches its target only through :class:`ssdlib.blackbox.BlackBox`."""
 from .base import Attack, AttackResult, check_oracle
+from .brep import BREP
 from .c2f import C2F
 from .mirror import Mirror
+from .rlb import RLB
 
 #: attack name -> class, for configurations that name an attack.
-ATTACKS = {"mirror": Mirror, "c2f": C2F}
+ATTACKS = {"mirror": Mirror, "c2f": C2F, "rlb": RLB, "brep": BREP}
 
 
 def build_attack(name: str, prior, *, scale: str = "cpu", **params) -> Attack:
@@ -14,4 +16,4 @@ def build_attack(name: str, prior, *, scale: str = "cpu", **params) -> Attack:
     return ATTACKS[name](prior, scale=scale, **params)
 
 
-__all__ = ["Attack", "AttackResult", "check_oracle", "Mirror", "C2F", "ATTACKS", "build_attack"]
+__all__ = ["Attack", "AttackResult", "check_oracle", "Mirror", "C2F", "RLB", "BREP", "ATTACKS", "build_attack"]

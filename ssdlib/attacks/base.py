@@ -1,7 +1,8 @@
 """What every black-box attack shares: the oracle check, per-scale budgets, and the per-class result.
 
 An attack reaches the target ONLY through a :class:`ssdlib.blackbox.BlackBox` (which counts queries and hides the
-model); handing it a bare ``nn.Module`` is an error, and a soft-label attack refuses a hard-label oracle. Work an
+model); handing it a bare ``nn.Module`` is an error, and an attack refuses an oracle of the other mode (a
+soft-label attack a hard-label oracle, a label-only attack a soft one). Work an
 attack does once for all classes (Mirror's scored random pool, C2F's inversion network) is its *setup*; its
 queries and seconds are reported apart from the per-class ones.
 """
@@ -26,10 +27,14 @@ def check_oracle(oracle, mode: str = "soft", attack: str = "attack") -> BlackBox
                         "through ssdlib.blackbox.BlackBox (wrap it: BlackBox(model, defense))")
     if not isinstance(oracle, BlackBox):
         raise TypeError(f"{attack} needs a ssdlib.blackbox.BlackBox as its target, got {type(oracle).__name__}")
-    if mode == "soft" and oracle.mode != "soft":
-        raise ValueError(f"{attack} is a soft-label attack: it needs probability vectors, but the oracle answers "
-                         f"in {oracle.mode!r} mode (top-1 labels only); use BlackBox(..., mode='soft') or a "
-                         "hard-label attack")
+    if oracle.mode != mode:
+        if mode == "soft":
+            raise ValueError(f"{attack} is a soft-label attack: it needs probability vectors, but the oracle answers "
+                             f"in {oracle.mode!r} mode (top-1 labels only); use BlackBox(..., mode='soft') or a "
+                             "hard-label attack")
+        raise ValueError(f"{attack} is a label-only attack: it must see top-1 labels only, but the oracle answers in "
+                         f"{oracle.mode!r} mode (probability vectors); use BlackBox(..., mode='hard') so that the "
+                         "attack cannot read more than a label-only attacker would")
     return oracle
 
 

@@ -30,24 +30,44 @@ from ..priors import train_prior
 from ..scales import check_scale
 from ..utils import resolve_device
 from .attack_runs import METRICS, OracleFactory, attack_runs
+from .calibration import calibrated_temperature
 from .ceiling import white_box_latents
 from .evaluators import train_or_load_evaluator
 from .settings import SSD_VARIANT_TITLES, SSD_VARIANTS, defense_params, setting
 from .targets import private_data, ssd_of_setting, train_target
 from .verdicts import compare, interval
 
-#: The rows of the attack tables: the undefended target, the four training-time defenses, and both SSD variants.
-ROWS = (*TRAINING_DEFENSES, *SSD_VARIANTS)
+#: A row beyond the paper: the authors'-code SSD (T = 0.1 in every setting, as the final version's Table 2) with its
+#: temperature calibrated so that it randomises the labels of generated images at our class count as often as
+#: T = 0.1 does at the paper's (:func:`ssdlib.experiments.calibration.calibrated_temperature`).
+CALIBRATED = "ssd_cal"
+#: The SSD variant the calibrated row starts from.
+CALIBRATED_BASE = "ssd_code"
+#: The paper's Table 7 row: SSD with the paper's settings, q^y estimated on the training split instead of the
+#: validation split (Appendix E).
+TRAIN_Q = "ssd_train"
+#: The SSD rows: both variants of the paper, the calibrated one and the one with q^y from the training split.
+SSD_ROWS = (*SSD_VARIANTS, CALIBRATED, TRAIN_Q)
+#: The rows of the attack tables: the undefended target, the four training-time defenses, both SSD variants, and
+#: the calibrated SSD row (beyond the paper; attack pages choose their rows).
+ROWS = (*TRAINING_DEFENSES, *SSD_ROWS)
 #: The reference rows every table carries: random prior samples (the floor) and the white-box ceiling.
 REFERENCE_ROWS = {"prior": "prior only", "ceiling": "white-box ceiling"}
 #: Short row labels for figures.
 ROW_LABELS = {"none": "none", "mid": "MID", "bido": "BiDO", "ls": "LS", "tl": "TL", "ssd": "SSD",
-              "ssd_code": "SSD (code)", "prior": "prior", "ceiling": "ceiling"}
+              "ssd_code": "SSD (code)", CALIBRATED: "SSD (T cal.)", TRAIN_Q: "SSD (q train)", "prior": "prior",
+              "ceiling": "ceiling"}
+#: The title of the calibrated row.
+CALIBRATED_TITLE = "SSD (T calibrated to |Y|, ours)"
 #: Classes attacked per row and images kept per class at each scale (the paper: the first 100 classes, 5 images
 #: each). ``cpu`` attacks every class of the LFW settings (62) and as many of CelebA's, so that a row with one
 #: attack seed holds 310 reconstructions.
 PROTOCOL = {"smoke": dict(classes=2, per_class=2), "cpu": dict(classes=62, per_class=5),
             "paper": dict(classes=100, per_class=5)}
+
+
+#: The table of the paper (submitted version) that reports each attack.
+TABLE_NUMBERS = {"mirror": 1, "c2f": 1, "brep": 2, "lokt": 2, "rlb": 9}
 
 
 def attack_title(attack: str) -> str:
@@ -59,6 +79,10 @@ def row_title(row: str) -> str:
     """The title of a table row (a defense name, an SSD variant, or a reference row)."""
     if row in REFERENCE_ROWS:
         return REFERENCE_ROWS[row]
+    if row == CALIBRATED:
+        return CALIBRATED_TITLE
+    if row == TRAIN_Q:
+        return SSD_VARIANT_TITLES["ssd"] + ", q from train"
     return SSD_VARIANT_TITLES[row] if row in SSD_VARIANTS else REGISTRY[row].title
 
 
@@ -75,8 +99,16 @@ def oracle_factory(name: str, row: str, scale: str, *, mode: str = "soft", devic
         model, info = train_target(name, row, scale, device=device, seed=seed, root=root, progress=progress)
         return OracleFactory(model, mode=mode, name=label, seed=seed), info["key"], defense_params(name, row)
     model, info = train_target(name, "none", scale, device=device, seed=seed, root=root, progress=progress)
-    valid = private_data(setting(name).dataset, scale, seed=seed, root=root).valid
-    build, params = ssd_of_setting(name, row, model, valid, seed=seed, device=device)
+    data = private_data(setting(name).dataset, scale, seed=seed, root=root)
+    valid = data.valid
+    if row == TRAIN_Q:
+        build, params = ssd_of_setting(name, "ssd", model, data.train, seed=seed, device=device)
+        params = {**params, "q_from": "train"}
+    elif row == CALIBRATED:
+        T = calibrated_temperature(name, scale, variant=CALIBRATED_BASE, seed=seed, root=root, device=device)["T"]
+        build, params = ssd_of_setting(name, CALIBRATED_BASE, model, valid, seed=seed, device=device, T=T)
+    else:
+        build, params = ssd_of_setting(name, row, model, valid, seed=seed, device=device)
     return OracleFactory(model, build, mode=mode, name=label, seed=seed), info["key"], params
 
 
@@ -138,7 +170,8 @@ def attack_table(name: str, scale: str, attack: str, *, rows=ROWS, seeds=(0,), e
 
     undefended = None
     for row in rows:
-        factory, key, params = oracle_factory(name, row, scale, device=device, seed=seed, root=root)
+        factory, key, params = oracle_factory(name, row, scale, mode=method.mode, device=device, seed=seed,
+                                              root=root)
         if row == "none":
             undefended = factory
         for s in (*seeds, *(extra_seeds if row in extra_seed_rows else ())):
@@ -231,11 +264,13 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_paper(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary beside the paper's Table 1 (both versions) for the setting each of ours stands in for; the SSD
-    (paper) row meets the submitted version's SSD row, the authors'-code row the final version's."""
+    """The summary beside the paper's Table 1 (soft-label attacks), 2 (label-only attacks) or 9 (RLB), both versions,
+    for the setting each of ours stands in for; the SSD (paper) row meets the submitted version's SSD row, the
+    authors'-code row the final version's. Rows the paper does not have (the calibrated SSD) get no value."""
     out = summary.copy()
     for version, label in (("submitted", "submitted"), ("iclr2025", "ICLR 2025")):
-        table = paper.soft_label_attacks(version)
+        table = pd.concat([paper.soft_label_attacks(version), paper.hard_label_attacks(version),
+                           paper.rlb_attack(version)], ignore_index=True)
         table = table.assign(setting=table.setting.map(paper.SETTING_FROM_PAPER),
                              attack=table.attack.str.lower())
         own = {"submitted": "ssd", "iclr2025": "ssd_code"}[version]
@@ -266,6 +301,9 @@ VARIANTS = {
                "no latent box": lambda p: {"bound_std": None}},
     "c2f": {"twice the generations": lambda p: {"generations": 2 * p["generations"]},
             "without stage I": lambda p: {"stage1_steps": 0}},
+    "rlb": {"twice the episodes": lambda p: {"episodes": 2 * p["episodes"]}},
+    "brep": {"twice the iterations": lambda p: {"iterations": 2 * p["iterations"]},
+             "attraction too (MIBench)": lambda p: {"repulsion_only": False}},
 }
 
 
@@ -278,7 +316,8 @@ def attack_variants(name: str, scale: str, attack: str, *, seed: int = 0, classe
         raise ValueError(f"no variants defined for attack {attack!r}; known: {', '.join(VARIANTS)}")
     protocol, data, targets, evaluator, prior = _attack_context(name, scale, classes, seed=seed, root=root,
                                                                 device=device, progress=progress)
-    factory, key, params = oracle_factory(name, "none", scale, device=device, seed=seed, root=root)
+    factory, key, params = oracle_factory(name, "none", scale, mode=ATTACKS[attack].mode, device=device, seed=seed,
+                                          root=root)
     default = build_attack(attack, prior, scale=scale, top_k=protocol["per_class"])
     records, per_class = [], []
     for label, grow in (("default", lambda p: {}), *VARIANTS[attack].items()):
@@ -342,7 +381,7 @@ def verdict_lines(summary: pd.DataFrame, per_class: pd.DataFrame, *, titles=None
         judged, lower, unclear = [], [], []
         for row in (r for r in ROWS if r != "none" and r in by_row):
             c = compare(by_row["none"], by_row[row])
-            if row in SSD_VARIANTS:
+            if row in SSD_ROWS:
                 judged.append(f"{row_title(row)} {VERDICT_WORDS[c.verdict]} ({c.describe()})")
             else:
                 (lower if c.verdict == "lower" else unclear).append(row_title(row))

@@ -106,11 +106,16 @@ def seed_spread(name: str, scale: str, train_seeds, *, device=None, seed: int = 
 
 
 def ssd_of_setting(name: str, variant: str, model: nn.Module, reference: D.FaceSet, *, seed: int = 0,
-                   device=None) -> tuple[Callable[[int | None], SSD], dict]:
+                   device=None, **overrides) -> tuple[Callable[[int | None], SSD], dict]:
     """SSD of setting ``name`` (``variant`` of :data:`SSD_VARIANTS`) behind ``model``, q^y estimated on the
     ``reference`` split: ``(build, params)``, where ``build(defense_seed)`` returns the defense with its sampler
-    seeded by ``defense_seed``. The one place where the experiments make the SSD of a setting."""
+    seeded by ``defense_seed``; ``overrides`` replace parameters (``T``, ``eps``, ``entropy``, ``estimator``). The
+    one place where the experiments make the SSD of a setting."""
     params = ssd_params(name, variant)
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise ValueError(f"unknown SSD parameters {sorted(unknown)}; valid: {', '.join(params)}")
+    params.update(overrides)
     q_table = estimate_q_table(predict_proba(model, reference, device=device), reference.labels, model.num_classes,
                                estimator=params["estimator"], seed=seed)
 

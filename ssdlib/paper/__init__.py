@@ -43,10 +43,13 @@ PAPER = {
     "openreview_id": "p0DjhjPXl3",
     "code": "https://github.com/ZhuangQu/Stealthy-Shield-Defense",
     "image_size": 64,
+    "private_classes": {"CelebA": 1000, "FaceScrub": 530},
     "sources": {
         "title, authors, venue, openreview_id": "the bibtex entry and links of readme.md in the released code "
                                                 "repository (github.com/ZhuangQu/Stealthy-Shield-Defense)",
         "code": "the same repository",
+        "private_classes": "submitted version, Section 5.1 (Datasets: FaceScrub consists of 530 identities; of "
+                           "CelebA the 1000 identities with the most images)",
         "image_size": "submitted version, Section 5.1 (all images cropped and resized to 64x64); the final "
                       "version too (shared/paper/iclr2025-notes.md)",
     },
