@@ -58,7 +58,7 @@ ROW_LABELS = {"none": "none", "mid": "MID", "bido": "BiDO", "ls": "LS", "tl": "T
               "ssd_code": "SSD (code)", CALIBRATED: "SSD (T cal.)", TRAIN_Q: "SSD (q train)", "prior": "prior",
               "ceiling": "ceiling"}
 #: The title of the calibrated row.
-CALIBRATED_TITLE = "SSD (T calibrated to |Y|, ours)"
+CALIBRATED_TITLE = "SSD (T cal., ours)"
 #: Classes attacked per row and images kept per class at each scale (the paper: the first 100 classes, 5 images
 #: each). ``cpu`` attacks every class of the LFW settings (62) and as many of CelebA's, so that a row with one
 #: attack seed holds 310 reconstructions.

@@ -90,12 +90,15 @@ def survival_by_classes(top: torch.Tensor, classes, temperatures) -> pd.DataFram
 
 def calibration_lines(calib: pd.DataFrame) -> list[str]:
     """One Markdown bullet per (setting, SSD variant) of the calibration table of the mechanism page."""
+    def pct(v: float) -> str:
+        return f"{v:.1f}%" if v < 10 else f"{v:.0f}%"
+
     lines = []
     for d in calib.to_dict("records"):
         ours, paper_y = int(d["our |Y|"]), int(d["paper |Y|"])
         head = (f"**{d['setting']}**, {d['SSD']}: at T = {d['paper T']:g} the draw keeps "
-                f"{d['kept at paper |Y| (%)']:.0f}% of generated images' top-1 labels at the paper's {paper_y:,} "
-                f"classes and {d['kept here at paper T (%)']:.0f}% at our {ours}; ")
+                f"{pct(d['kept at paper |Y| (%)'])} of generated images' top-1 labels at the paper's {paper_y:,} "
+                f"classes and {pct(d['kept here at paper T (%)'])} at our {ours}; ")
         if d["clipped"]:
             lines.append(head + f"no temperature reaches the paper's rate here: even a uniform draw keeps 1/{ours} "
                          f"({100 / ours:.1f}%), so the calibrated T is a uniform draw.")
