@@ -2,11 +2,12 @@
 from .base import Attack, AttackResult, check_oracle
 from .brep import BREP
 from .c2f import C2F
+from .lokt import LOKT
 from .mirror import Mirror
 from .rlb import RLB
 
 #: attack name -> class, for configurations that name an attack.
-ATTACKS = {"mirror": Mirror, "c2f": C2F, "rlb": RLB, "brep": BREP}
+ATTACKS = {"mirror": Mirror, "c2f": C2F, "rlb": RLB, "brep": BREP, "lokt": LOKT}
 
 
 def build_attack(name: str, prior, *, scale: str = "cpu", **params) -> Attack:
@@ -16,4 +17,4 @@ def build_attack(name: str, prior, *, scale: str = "cpu", **params) -> Attack:
     return ATTACKS[name](prior, scale=scale, **params)
 
 
-__all__ = ["Attack", "AttackResult", "check_oracle", "Mirror", "C2F", "RLB", "BREP", "ATTACKS", "build_attack"]
+__all__ = ["Attack", "AttackResult", "check_oracle", "Mirror", "C2F", "RLB", "BREP", "LOKT", "ATTACKS", "build_attack"]

@@ -117,6 +117,16 @@ def attack_prior(scale: str, *, seed: int = 0, root=None, device=None, progress:
     return train_prior(check_scale(scale), root=root, seed=seed, device=resolve_device(device), progress=progress)
 
 
+def attack_inputs(attack: str, scale: str, *, seed: int = 0, root=None, device=None) -> dict:
+    """What an attack needs besides its prior: LOKT trains on the attacker's public images (the prior's training
+    set, identity-disjoint from the private data) and starts its discriminator from the prior's critic."""
+    if attack != "lokt":
+        return {}
+    prior, info = attack_prior(scale, seed=seed, root=root, device=device, progress=False)
+    payload = torch.load(info["path"], map_location="cpu", weights_only=False)
+    return {"public": info["train"].images, "discriminator": payload["discriminator"]}
+
+
 def _attack_context(name: str, scale: str, classes: int | None, *, seed: int, root, device, progress: bool):
     """What every attack experiment of setting ``name`` starts from: the scale's protocol, the private data, the
     attacked classes (the first ``classes``, default the protocol's), the evaluation classifier and the prior."""
@@ -160,7 +170,8 @@ def attack_table(name: str, scale: str, attack: str, *, rows=ROWS, seeds=(0,), e
     """
     protocol, data, targets, evaluator, prior = _attack_context(name, scale, classes, seed=seed, root=root,
                                                                 device=device, progress=progress)
-    method = build_attack(attack, prior, scale=scale, top_k=protocol["per_class"], **attack_params)
+    method = build_attack(attack, prior, scale=scale, top_k=protocol["per_class"],
+                          **attack_inputs(attack, scale, seed=seed, root=root, device=device), **attack_params)
     records, results, per_class = [], {}, []
 
     def add(row: str, attack_seed: int, metrics: dict, hits: pd.DataFrame) -> None:
@@ -302,6 +313,7 @@ VARIANTS = {
     "c2f": {"twice the generations": lambda p: {"generations": 2 * p["generations"]},
             "without stage I": lambda p: {"stage1_steps": 0}},
     "rlb": {"twice the episodes": lambda p: {"episodes": 2 * p["episodes"]}},
+    "lokt": {"twice the T-ACGAN steps": lambda p: {"tacgan_steps": 2 * p["tacgan_steps"]}},
     "brep": {"twice the iterations": lambda p: {"iterations": 2 * p["iterations"]},
              "attraction too (MIBench)": lambda p: {"repulsion_only": False}},
 }
@@ -318,11 +330,12 @@ def attack_variants(name: str, scale: str, attack: str, *, seed: int = 0, classe
                                                                 device=device, progress=progress)
     factory, key, params = oracle_factory(name, "none", scale, mode=ATTACKS[attack].mode, device=device, seed=seed,
                                           root=root)
-    default = build_attack(attack, prior, scale=scale, top_k=protocol["per_class"])
+    inputs = attack_inputs(attack, scale, seed=seed, root=root, device=device)
+    default = build_attack(attack, prior, scale=scale, top_k=protocol["per_class"], **inputs)
     records, per_class = [], []
     for label, grow in (("default", lambda p: {}), *VARIANTS[attack].items()):
         overrides = grow(default.params)
-        method = build_attack(attack, prior, scale=scale, top_k=protocol["per_class"], **overrides)
+        method = build_attack(attack, prior, scale=scale, top_k=protocol["per_class"], **inputs, **overrides)
         runs = attack_runs(method, factory, targets, seed=seed, target_key=key, prior_key=prior.key, setting=name,
                            defense="none", defense_params=params, progress=progress)
         effort = attack_effort(runs)

@@ -104,7 +104,8 @@ def calibrated_temperature(name: str, scale: str, *, variant: str = "ssd", seed:
     model, info = train_target(name, "none", scale, device=resolve_device(device), seed=seed, root=root,
                                progress=False)
     prior, pinfo = train_prior(scale, root=root, seed=seed, device=resolve_device(device), progress=False)
-    config = {"kind": "ssd-temperature", "setting": name, "target": info["key"], "prior": prior.key,
+    config = {"kind": "ssd-temperature", "rule": "uniform tail; clipped at MAX_T", "setting": name,
+              "target": info["key"], "prior": prior.key,
               "variant": variant, "paper_T": params["T"], "paper_classes": paper_classes(name),
               "samples": CALIBRATION_SAMPLES[check_scale(scale)], "seed": seed}
 
