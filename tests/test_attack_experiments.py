@@ -265,3 +265,13 @@ def test_variant_sentences_name_what_is_clearly_stronger():
     against = A.verdicts(pd.concat(frames, ignore_index=True), reference="default")
     [line] = A.variant_lines(against, titles={"lfw_vgg16": "LFW / VGG-16"})
     assert "twice the generations: clearly stronger" in line and "no latent box: not clearly different" in line
+
+
+def test_diagnostics_table_shows_the_chosen_diagnostics_per_row():
+    runs = pd.DataFrame({"setting": ["s"] * 3, "row": ["none", "none", "ssd"], "diag_inversion_mse": [1.0, 3.0, 2.0],
+                         "diag_inversion_mse_of_mean": [2.0, 2.0, 2.0], "diag_stage1_before": [0.1, 0.3, 0.2],
+                         "diag_other": [9.0, 9.0, 9.0]})
+    table = A.diagnostics_table(runs, "c2f")
+    assert list(table.columns) == ["setting", "row", "p before I", "inv. error"]  # only what exists, relabelled
+    assert table.set_index("row").loc["none", "inv. error"] == pytest.approx(1.0)  # mean of 0.5 and 1.5
+    assert A.diagnostics_table(runs, "mirror") is None

@@ -463,3 +463,36 @@ def effort_summary(table: pd.DataFrame) -> pd.DataFrame:
         setup_queries=("setup_queries", "max"), seconds=("seconds_per_class", "mean")).reset_index()
     out["queries"] = [f"{a:,.0f}" if a == b else f"{a:,.0f}–{b:,.0f}" for a, b in zip(out.qmin, out.qmax)]
     return out.drop(columns=["qmin", "qmax"])
+
+
+#: The diagnostics each attack page shows (diagnostic -> short column label); every diagnostic is in the runs' CSV.
+#: C2F: mean target probability of stage I's latents before / after stage I, and the inversion network's
+#: validation error over that of predicting the mean latent (below 1: the answers still tell it something);
+#: RLB: mean reward of the first and last 5 % of episodes; BREP: start points found (of the images per class),
+#: radius growths and rejected steps per chain, share of chains that never grew (they return their start point);
+#: LOKT: the surrogate ensemble's agreement with the target on held-out generated images, the share of the most
+#: common label there (what always answering it would agree), and the largest label's share of the labelled set.
+SHOWN_DIAGNOSTICS = {
+    "c2f": {"diag_stage1_before": "p before I", "diag_stage1_after": "p after I", "inversion_ratio": "inv. error"},
+    "rlb": {"diag_reward_first": "reward first", "diag_reward_last": "reward last"},
+    "brep": {"diag_starts_found": "starts", "diag_growths": "growths", "diag_rejected": "rejected",
+             "diag_never_grew": "never grew"},
+    "lokt": {"diag_agreement_ensemble": "agreement", "diag_agreement_majority": "top label",
+             "diag_labelled_largest_share": "largest class"},
+}
+
+
+def diagnostics_table(runs: pd.DataFrame, attack: str) -> pd.DataFrame | None:
+    """Per (setting, row) of an attack's runs (``attack_table``'s first output, reference rows left out), the mean
+    of each diagnostic of :data:`SHOWN_DIAGNOSTICS`, under its short label; None when the attack shows none."""
+    shown = SHOWN_DIAGNOSTICS.get(attack)
+    if not shown:
+        return None
+    runs = runs.copy()
+    if {"diag_inversion_mse", "diag_inversion_mse_of_mean"} <= set(runs.columns):
+        runs["inversion_ratio"] = runs.diag_inversion_mse / runs.diag_inversion_mse_of_mean
+    cols = [c for c in shown if c in runs.columns]
+    if not cols:
+        return None
+    out = runs.groupby(["setting", "row"], sort=False)[cols].mean().reset_index()
+    return out.rename(columns=shown)
