@@ -239,3 +239,72 @@ def reconstruction_grid(truth: dict, rows: dict, attacks):
     fig.subplots_adjust(left=1.55 / (1.6 + size * len(columns)), right=0.995, top=0.93, bottom=0.01, wspace=0.05,
                         hspace=0.05)
     return fig
+
+
+def _stacked(n: int, height: float = 2.5, sharex: bool = True):
+    """``n`` panels stacked in one column of the page's width (legible at the text column's size)."""
+    fig, axes = plt.subplots(n, 1, figsize=(min(PAGE_WIDTH, 7.0), 0.6 + height * n), sharex=sharex, squeeze=False)
+    return fig, axes[:, 0]
+
+
+def survival_curves(curves, ours: dict, theirs: dict, titles: dict):
+    """How often SSD's draw keeps the top-1 label against |Y| (one panel per setting, one line per T), with our
+    class count (dotted) and the paper's (dashed); ``curves`` from ``mechanism.survival_by_classes``."""
+    settings = list(dict.fromkeys(curves.setting))
+    fig, axes = _stacked(len(settings))
+    for ax, s in zip(axes, settings):
+        for T, g in curves[curves.setting == s].groupby("T"):
+            ax.plot(g.classes, g.survival, marker="o", ms=3, label=f"T = {T:g}")
+        ax.axvline(ours[s], color="k", ls=":", lw=1)
+        ax.axvline(theirs[s], color="k", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_ylabel("kept (%)")
+        ax.set_title(f"{titles.get(s, s)}: ours {ours[s]} (dotted), paper {theirs[s]} (dashed)", fontsize=9)
+    axes[-1].set_xlabel("number of classes |Y|")
+    axes[0].legend(fontsize=7, ncol=4, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def agreement_bars(agreement, titles: dict, labels: dict):
+    """Per setting, the share of test and of generated images whose top-1 label through each row's oracle equals
+    the undefended target's; ``agreement`` from ``mechanism.label_agreement``."""
+    settings = list(dict.fromkeys(agreement.setting))
+    fig, axes = _stacked(len(settings), height=2.3, sharex=False)
+    for ax, s in zip(axes, settings):
+        part = agreement[agreement.setting == s]
+        rows = list(dict.fromkeys(part.row))
+        for kind, shift in (("private test", -0.2), ("generated", 0.2)):
+            values = part[part.images == kind].set_index("row").agreement.reindex(rows).to_numpy()
+            ax.bar([i + shift for i in range(len(rows))], values, width=0.4, label=kind)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([labels.get(r, r) for r in rows], fontsize=8)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("same top-1 (%)")
+        ax.set_title(titles.get(s, s), fontsize=9)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def temperature_curves(sweep, titles: dict):
+    """Per setting, against T: the defended label's agreement with the undefended one on generated and on test
+    images, the draw alone (before the projection), and the test accuracy; ``sweep`` from
+    ``mechanism.temperature_sweep``."""
+    settings = list(dict.fromkeys(sweep.setting))
+    fig, axes = _stacked(len(settings))
+    for ax, s in zip(axes, settings):
+        part = sweep[sweep.setting == s]
+        for kind, style in (("generated", "-"), ("private test", "--")):
+            g = part[part.images == kind]
+            ax.plot(g["T"], g.agreement, style, marker="o", ms=3, label=f"{kind}: defended label")
+            ax.plot(g["T"], g.survival, style, color="grey", lw=1, label=f"{kind}: draw alone")
+        test = part[part.images == "private test"]
+        ax.plot(test["T"], test.accuracy, ":", color="k", label="test accuracy")
+        ax.set_xscale("log")
+        ax.set_ylabel("%")
+        ax.set_title(titles.get(s, s), fontsize=9)
+    axes[-1].set_xlabel("temperature T")
+    axes[0].legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    return fig
