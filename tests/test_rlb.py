@@ -4,47 +4,14 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from ssdlib.attacks.rlb import RLB, rlb_reward
 from ssdlib.blackbox import BlackBox
 from ssdlib.priors import Prior
+from test_attacks import C, D, ToyGenerator, ToyTarget
 
-D, C = 8, 5
 #: the toy run: 200 one-step episodes with a small agent (under a second on one core)
 TOY = dict(episodes=200, hidden=32, top_k=3)
-
-
-class ToyGenerator(nn.Module):
-    """A fixed random map from R^8 to 3x8x8 images in [0, 1] (as in test_attacks.py)."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(D, 3 * 8 * 8)
-        with torch.no_grad():
-            gen = torch.Generator().manual_seed(0)
-            self.fc.weight.copy_(torch.randn(3 * 64, D, generator=gen))
-            self.fc.bias.zero_()
-
-    def forward(self, z):
-        return torch.sigmoid(self.fc(z)).view(len(z), 3, 8, 8)
-
-
-class ToyTarget(nn.Module):
-    """A fixed linear classifier on pixels, 5 classes (as in test_attacks.py)."""
-
-    num_classes = C
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(3 * 64, C)
-        with torch.no_grad():
-            gen = torch.Generator().manual_seed(1)
-            self.fc.weight.copy_(torch.randn(C, 3 * 64, generator=gen) * 0.3)
-            self.fc.bias.zero_()
-
-    def forward(self, x):
-        return self.fc(x.flatten(1))
 
 
 class Recording(BlackBox):
