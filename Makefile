@@ -3,7 +3,8 @@
 #   make test            run the test suite
 # Variables: SCALE=smoke|cpu|paper, RUN_ARGS="--only solver -p batch 512", PYTEST_ARGS="-m 'not slow'", TORCH_SPEC,
 # TORCH_INDEX (a CPU-only user: https://download.pytorch.org/whl/cpu) and EXTRAS (GPU users: see README: a CUDA
-# torch brings its own triton, so they drop the "kernels" extra).
+# torch brings its own triton, so they drop the "kernels" extra; "grid" is Dask for python -m ssdlib.grid; "art" is
+# IBM's Adversarial Robustness Toolbox for ssdlib.integrations.art and tests/test_art.py, "dp" Opacus for DP-SGD).
 PYTHON ?= python3
 VENV ?= .venv
 SCALE ?= cpu
@@ -11,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 # The package index torch comes from (empty: PyPI, whose Linux wheel is a multi-GB CUDA build unless a CPU wheel
 # is already at hand). CPU-only users elsewhere: TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
-EXTRAS ?= book,test,faces,kernels
+EXTRAS ?= book,test,faces,kernels,grid,art,dp
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin

@@ -14,4 +14,4 @@ __all__ = [
     "SSD", "DefendedModel", "estimate_q_table", "waterfill", "BlackBox", "QueryBudgetExceeded", "paper",
     "cmi", "conditional_mutual_information", "entropy", "kl_divergence", "mutual_information",
 ]
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -27,7 +27,16 @@ Defense = Callable[..., torch.Tensor]
 
 
 class QueryBudgetExceeded(RuntimeError):
-    """A query would take the oracle past its budget; nothing of that query was answered."""
+    """A query would take the oracle past its budget; nothing of that query was answered.
+
+    >>> import torch
+    >>> oracle = BlackBox(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)), budget=3)
+    >>> oracle(torch.rand(4, 3, 8, 8))
+    Traceback (most recent call last):
+    ssdlib.blackbox.QueryBudgetExceeded: query budget of 3 images exceeded: 0 used, 4 more asked (3 left)
+    >>> oracle.queries
+    0
+    """
 
 
 class BlackBox:
@@ -36,6 +45,16 @@ class BlackBox:
     ``defense(probs, inputs=images)`` post-processes the softmax output (e.g. ``SSD``); ``budget`` caps the number of
     images queried over the oracle's life; ``batch_size`` splits large queries. Images are float ``[N, 3, H, W]`` in
     [0, 1]; answers come back detached, on the device of the query (``[N, C]`` float32, or ``[N]`` int64 labels).
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    >>> oracle = BlackBox(net, mode="soft", budget=10)
+    >>> oracle(torch.rand(4, 3, 8, 8)).shape
+    torch.Size([4, 5])
+    >>> oracle.queries, oracle.remaining
+    (4, 6)
+    >>> BlackBox(net, mode="hard")(torch.rand(2, 3, 8, 8)).dtype  # top-1 labels only
+    torch.int64
     """
 
     __slots__ = ("__model", "__defense", "__device", "_mode", "_budget", "_queries", "_calls", "batch_size",
@@ -100,7 +119,14 @@ class BlackBox:
 
     # --- answering -----------------------------------------------------------------------------------------
     def query(self, images: torch.Tensor) -> torch.Tensor:
-        """Answer a batch of images: probabilities ``[N, C]`` (soft) or labels ``[N]`` (hard); counts N queries."""
+        """Answer a batch of images: probabilities ``[N, C]`` (soft) or labels ``[N]`` (hard); counts N queries.
+
+        >>> import torch
+        >>> oracle = BlackBox(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2)))
+        >>> answers = oracle.query(torch.rand(3, 3, 4, 4))
+        >>> answers.shape, oracle.queries, oracle.calls
+        (torch.Size([3, 2]), 3, 1)
+        """
         if not isinstance(images, torch.Tensor) or not images.is_floating_point():
             raise ValueError(f"queries must be a float tensor of images, got {getattr(images, 'dtype', type(images))}")
         if images.dim() == 3:

@@ -7,7 +7,14 @@ SCALES = ("smoke", "cpu", "paper")
 
 
 def check_scale(scale: str) -> str:
-    """``scale`` if it is one of :data:`SCALES`, else a ValueError naming the valid ones."""
+    """``scale`` if it is one of :data:`SCALES`, else a ValueError naming the valid ones.
+
+    >>> check_scale("cpu")
+    'cpu'
+    >>> check_scale("laptop")
+    Traceback (most recent call last):
+    ValueError: unknown scale 'laptop'; valid: smoke, cpu, paper
+    """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     return scale

@@ -265,7 +265,13 @@ def fit(model: nn.Module, train_set, valid_set=None, *, config: TrainConfig,
 @torch.no_grad()
 def predict_proba(model: nn.Module, data, *, device=None, batch_size: int = 256) -> torch.Tensor:
     """Softmax probabilities ``[N, K]`` (float32, CPU) of ``model`` in eval mode on a FaceSet, an
-    ``(images, labels)`` pair or an image tensor (uint8 [0, 255] or float [0, 1])."""
+    ``(images, labels)`` pair or an image tensor (uint8 [0, 255] or float [0, 1]).
+
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    >>> probs = predict_proba(net, torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8))
+    >>> probs.shape, torch.allclose(probs.sum(1), torch.ones(5))
+    (torch.Size([5, 4]), True)
+    """
     device = resolve_device(device)
     images = data if isinstance(data, torch.Tensor) else _as_tensors(data)[0]
     if images.dim() != 4 or images.shape[1] != 3:
@@ -279,7 +285,14 @@ def predict_proba(model: nn.Module, data, *, device=None, batch_size: int = 256)
 
 
 def evaluate(model: nn.Module, data, *, device=None, batch_size: int = 256, return_probs: bool = False) -> dict:
-    """Top-1 accuracy and mean cross-entropy (and the probabilities if asked) on a labelled set."""
+    """Top-1 accuracy and mean cross-entropy (and the probabilities if asked) on a labelled set.
+
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    >>> images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    >>> result = evaluate(net, (images, torch.tensor([0, 1, 2, 3, 0])))
+    >>> sorted(result), result["n"]
+    (['accuracy', 'loss', 'n'], 5)
+    """
     _, labels = _as_tensors(data)
     probs = predict_proba(model, data, device=device, batch_size=batch_size)
     acc = (probs.argmax(1) == labels).float().mean().item()

@@ -12,13 +12,14 @@ PACKAGE = REPO_ROOT / "ssdlib"
 #: strictly lower layers, never a unit of its own or a higher layer.
 LAYERS = {
     "utils": 0, "scales": 0, "cache": 0, "timing": 0, "paper": 0,
-    "information": 1, "data": 1,
+    "information": 1, "data": 1, "cache_archive": 1,
     "solver": 2,
     "defenses": 3, "models": 3,
     "training": 4, "blackbox": 4, "priors": 4,
     "metrics": 5, "attacks": 5,
     "experiments": 6,
-    "reporting": 7,
+    "reporting": 7, "integrations": 7,
+    "grid": 8,
 }
 
 

@@ -275,3 +275,16 @@ def test_diagnostics_table_shows_the_chosen_diagnostics_per_row():
     assert list(table.columns) == ["setting", "row", "p before I", "inv. error"]  # only what exists, relabelled
     assert table.set_index("row").loc["none", "inv. error"] == pytest.approx(1.0)  # mean of 0.5 and 1.5
     assert A.diagnostics_table(runs, "mirror") is None
+
+
+def test_claim_verdicts_follow_the_counts():
+    from ssdlib.experiments.verdicts import claim_verdict, claim_verdicts
+    base = {"lower": 0, "higher": 0, "inconclusive": 0, "not judged": 0, "cases": 3}
+    assert claim_verdict({**base, "not judged": 3}) == "not testable at this scale"
+    assert claim_verdict({**base, "lower": 2, "not judged": 1}) == "holds"
+    assert claim_verdict({**base, "lower": 1, "inconclusive": 2}) == "holds in part"
+    assert claim_verdict({**base, "lower": 2, "higher": 1}) == "does not hold at this scale"
+    assert claim_verdict({**base, "inconclusive": 3}) == "inconclusive at this scale"
+    both = {"ssd": {**base, "lower": 3}, "ssd_code": {**base, "inconclusive": 3}}
+    assert claim_verdicts(both, {"ssd": "paper", "ssd_code": "code"}) == "paper: holds; code: inconclusive at this scale"
+    assert claim_verdicts({"ssd": both["ssd"], "ssd_code": both["ssd"]}) == "holds"

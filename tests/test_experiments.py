@@ -145,6 +145,11 @@ def test_utility_findings_say_what_the_tables_show():
     assert f["t3_best_l1"] == "2" and f["t3_best_acc"] == "2" and f["t3_within_spread"] == "1 of 1"
     assert f["t8_max_gap_ssd"] == "1.4" and f["t8_max_gap_ssd_code"] == "3.6"  # both rows named
     assert f["t3_p_pred_min"] == "22" and f["t3_p_pred_max"] == "97"
+    # sd 1.0 -> tolerance 2.8 points: the 1.4-point gap is noise, the 3.6-point gap is not
+    assert f["t3_claim"] == "holds" and f["t8_tolerance"] == "2.8"
+    assert f["t8_claim"] == "paper settings: holds; authors' code: does not hold at this scale"
+    unmeasured = U.utility_findings(ours, checks, ["s1", "s2"], ["none", "mid"], {"s1": float("nan")})
+    assert unmeasured["t8_claim"].startswith("not judged")
     table, s53 = U.section53(ours, 0.21, 0.14, "s2", "S2")
     assert s53["s53_ours_direction"] == "falls" and s53["s53_code_direction"] == "rises"
     assert s53["s53_verdict"] == "holds for the paper-settings row only" and len(table) == 3

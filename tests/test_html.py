@@ -208,3 +208,32 @@ def test_width_check_finds_a_wide_equation_and_table(tmp_path, chrome):
 def test_equations_and_results_tables_fit_their_column(page, chrome):
     """No display equation is cut and no results table scrolls sideways at 1280 px."""
     assert too_wide(chrome, (HTML / page).as_uri()) == []
+
+
+VISIBLE_SEARCH = """return [...document.querySelectorAll('.search-button-field')].filter(e => {
+  const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; }).length"""
+
+
+@needs_book
+@pytest.mark.book
+def test_one_search_box_and_the_book_title_uncovered_at_desktop_width(chrome):
+    """The theme's header bar repeated the sidebar's search box and covered the title (book/_theme/ssd.css)."""
+    chrome.set_window_size(1280, 900)
+    chrome.get((HTML / "book" / "intro.html").as_uri())
+    assert chrome.execute_script(VISIBLE_SEARCH) == 1
+    title = chrome.execute_script("const r = document.querySelector('.logo__title').getBoundingClientRect();"
+                                  "return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2)"
+                                  ".closest('.logo__title') !== null")
+    assert title, "the book title is covered"
+
+
+BLANK_CELL = re.compile(r"<td[^>]*>\s*(?:nan|NaN|None|&lt;NA&gt;)?\s*</td>")
+
+
+@needs_book
+@pytest.mark.book
+def test_results_tables_have_no_blank_or_nan_cells():
+    """A missing value shows a dash explained beside its table, never an empty cell or "nan"."""
+    for page in sorted((HTML / "executed").glob("*.html")):
+        blanks = BLANK_CELL.findall(page.read_text())
+        assert not blanks, f"{page.name}: {len(blanks)} blank or NaN cells, e.g. {blanks[0]}"

@@ -1,4 +1,6 @@
 """The notebook runner: toc order, parameter precedence, literal parsing, digests."""
+import json
+
 import pytest
 
 from ssdlib.reporting import runner
@@ -178,3 +180,36 @@ def test_show_formats_tiny_errors_in_scientific_notation():
     from ssdlib.reporting.tables import show
     html = show(pd.DataFrame({"err": [2.2e-16], "x": [1.234]}), precision=2, formats={"err": "{:.1e}"}).to_html()
     assert "2.2e-16" in html and "1.23" in html and ">0.00<" not in html
+
+
+def test_page_index_and_banner_come_from_the_runner_records(tmp_path):
+    from ssdlib.reporting import pages
+    log = ['{"kind": "targets", "cached": true, "seconds": 30.0}', '{"kind": "attacks", "cached": false, "seconds": 12.5}',
+           '{"kind": "attacks", "cached": false, "seconds": 1.5}', ""]
+    cache = pages.summarize_cache_log(log)
+    assert cache == {"targets": {"loaded": 1, "computed": 0, "compute_s": 0.0},
+                     "attacks": {"loaded": 0, "computed": 2, "compute_s": 14.0}}
+    record = {"scale": "cpu", "parameters": {"scale": "cpu", "attack": "brep"}, "cache": cache,
+              "runs": [{"date": "2026-12-01", "seconds": 1800.0}, {"date": "2026-12-05", "seconds": 20.0}]}
+    (tmp_path / "a.ipynb").write_text(json.dumps({"metadata": {"ssd_runner": record}}))
+    records = pages.page_records(["a", "b"], tmp_path)
+    a = records.iloc[0]
+    assert a["longest run (s)"] == 1800.0 and a["last run (s)"] == 20.0 and a["date"] == "2026-12-05"
+    assert a["depends on"] == "targets" and a["computes"] == "attacks" and a["inputs"] == "attack=brep"
+    text = pages.pages_markdown(records)
+    assert "**a** (scale `cpu`, 2026-12-05)" in text and "longest of 2 runs on record 30 min" in text
+    assert "**b**: not built" in text and "computed into it: attacks" in text
+    banner = pages.banner_markdown(records)
+    assert "1 page executed on 2026-12-05 at scale **cpu**; 1 page is not built yet" in banner
+    pages.write_pages(["a"], tmp_path)
+    assert (tmp_path / pages.PAGES_FILE).read_text() == pages.pages_markdown(pages.page_records(["a"], tmp_path))
+
+
+def test_execution_order_runs_a_page_after_what_it_needs():
+    profiles = {"t1": {"needs": ["a", "b"]}, "t2": {"needs": ["t1", "absent"]}, "b": {"needs": ["p"]}}
+    assert runner.execution_order(["t1", "t2", "p", "a", "b"], profiles) == ["a", "p", "b", "t1", "t2"]
+    assert runner.execution_order(["a", "b"], profiles) == ["a", "b"]
+    with pytest.raises(ValueError, match="cycle"):
+        runner.execution_order(["x", "y"], {"x": {"needs": ["y"]}, "y": {"needs": ["x"]}})
+    order = runner.execution_order(runner.toc_notebooks(), runner.load_profiles())
+    assert order.index("table1") > order.index("attack_c2f") and order.index("table2") > order.index("attack_lokt")

@@ -2,6 +2,7 @@
 shows are those of ssdlib.waterfill / ssdlib.SSD for the same f, q and budget (standalone page and book page)."""
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -47,7 +48,7 @@ def _state(driver, root) -> dict:
         " ball: s.ball, p: s.classes.map((c) => c.p)};", root)
 
 
-def assert_numbers_match_python(driver, root, q_table=Q) -> dict:
+def _numbers_match_python(driver, root, q_table=Q) -> dict:
     """Every number the figure shows equals ssdlib's for the figure's own f, T, eps and entropy unit."""
     st = _state(driver, root)
     f = torch.tensor(st["f"], dtype=torch.float64)
@@ -102,12 +103,13 @@ def _drag_f_to(driver, root, target):
         svg, int(offset[0]), int(offset[1])).release().perform()
 
 
-def _drive(driver, root):
+def _drive(driver, root, q_table=Q):
     """Move every control once; after each move the figure changes and its numbers match Python's."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
+    assert_numbers_match_python = functools.partial(_numbers_match_python, q_table=q_table)
     start = assert_numbers_match_python(driver, root)
 
     _press(root, "eps", Keys.ARROW_RIGHT, 15)
@@ -154,5 +156,32 @@ def test_explorer_in_the_rendered_theory_page(chrome):
     assert "SSDExplorer" not in " ".join(
         e["message"] for e in chrome.get_log("browser") if e["level"] == "SEVERE"), "the explorer's script failed"
     config = chrome.execute_script("return arguments[0].ssdConfig;", root)
-    assert config["q"] == Q and config["f"] == F0, "the page's explorer does not show the notebook's f and q table"
-    _drive(chrome, root)
+    assert config["f"] == F0, "the page's explorer does not show the notebook's f"
+    # it starts from panel (d): the cloud's own class means as q^y, so its CMI is the one printed above it
+    cloud = config["cloud"]
+    means = ssdlib.estimate_q_table(torch.tensor(cloud["points"], dtype=torch.float64),
+                                    torch.tensor(cloud["labels"]), 3)
+    np.testing.assert_allclose(config["q"], means.numpy(), atol=1e-12)
+    text = chrome.execute_script("const a = document.querySelector('main').cloneNode(true);"
+                                 "a.querySelectorAll('.ssd-explorer').forEach(e => e.remove()); return a.innerText;")
+    shown = _shown(root, "cmi-before")[0]
+    assert f"{shown:.3f}" in text, "the explorer's CMI is not the one panel (d) prints"
+    _drive(chrome, root, q_table=config["q"])
+
+
+@pytest.mark.book
+@pytest.mark.skipif(not THEORY_PAGE.exists(), reason="no built book: run `make book SCALE=smoke` first")
+def test_explorer_text_is_legible_at_page_width(chrome):
+    """Every label of the explorer's two SVG figures is at least 10 CSS px tall at 1280 px (it was 6-7)."""
+    chrome.set_window_size(1280, 1400)
+    chrome.get(THEORY_PAGE.as_uri())
+    _root(chrome)
+    smallest = chrome.execute_script("""
+      let least = Infinity;
+      document.querySelectorAll('.ssd-explorer svg[data-role]').forEach(svg => {
+        const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+        svg.querySelectorAll('text').forEach(t => {
+          least = Math.min(least, parseFloat(t.getAttribute('font-size') || 12) * scale); });
+      });
+      return least;""")
+    assert smallest >= 10, f"explorer text drawn at {smallest:.1f} px"

@@ -181,3 +181,19 @@ def test_html_is_self_contained(tmp_path):
             "http://www.w3.org/2000/svg", "")
     page = write_explorer_page(tmp_path / "explorer.html", Q, F0)
     assert page.read_text().startswith("<!DOCTYPE html>")
+
+
+@needs_node
+def test_a_given_cloud_gives_the_static_figures_cmi(tmp_path):
+    """The theory page hands the explorer the cloud of its static CMI panel: both then print the same numbers."""
+    torch.manual_seed(1)
+    points = torch.cat([torch.distributions.Dirichlet(10 * torch.tensor(Q[y])).sample((10,)) for y in range(3)]).double()
+    labels = torch.arange(3).repeat_interleave(10)
+    means = ssdlib.estimate_q_table(points, labels, 3)
+    cfg = explorer_config(means, F0, T=0.3, eps=0.5, seed=4, cloud=(points, labels))
+    [ans] = run_js(tmp_path, [{"kind": "cloud", "cfg": cfg, "T": 0.3, "eps": 0.5, "normalized": True}])
+    defended = ssdlib.SSD(means, T=0.3, eps=0.5, seed=4)(points)
+    assert ans["before"] == pytest.approx(ssdlib.cmi(points, labels, 3), abs=1e-12)
+    assert ans["after"] == pytest.approx(ssdlib.cmi(defended, labels, 3), abs=1e-12)
+    with pytest.raises(ValueError, match="cloud"):
+        explorer_config(Q, F0, cloud=(points[:, :2], labels))

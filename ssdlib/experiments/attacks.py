@@ -24,7 +24,7 @@ import torch
 
 from .. import paper
 from ..attacks import ATTACKS, build_attack
-from ..defenses import REGISTRY, TRAINING_DEFENSES
+from ..defenses import OUTPUT_PERTURBATIONS, REGISTRY, TRAINING_DEFENSES
 from ..metrics.attack import attack_effort, attack_metrics, prior_samples
 from ..priors import train_prior
 from ..scales import check_scale
@@ -33,6 +33,7 @@ from .attack_runs import METRICS, OracleFactory, attack_runs
 from .calibration import calibrated_temperature
 from .ceiling import white_box_latents
 from .evaluators import train_or_load_evaluator
+from .perturbations import perturbation_oracle
 from .settings import SSD_VARIANT_TITLES, SSD_VARIANTS, defense_params, setting
 from .targets import private_data, ssd_of_setting, train_target
 from .verdicts import compare, interval
@@ -51,12 +52,16 @@ SSD_ROWS = (*SSD_VARIANTS, CALIBRATED, TRAIN_Q)
 #: The rows of the attack tables: the undefended target, the four training-time defenses, both SSD variants, and
 #: the calibrated SSD row (beyond the paper; attack pages choose their rows).
 ROWS = (*TRAINING_DEFENSES, *SSD_ROWS)
+#: Rows beyond the paper, in the second block of Tables 1 and 2: the undefended target behind a cheap output
+#: perturbation, its parameter matched to SSD's Avg L1 (:mod:`.perturbations`). Not in :data:`ROWS`: pages ask
+#: for them.
+BASELINE_ROWS = OUTPUT_PERTURBATIONS
 #: The reference rows every table carries: random prior samples (the floor) and the white-box ceiling.
 REFERENCE_ROWS = {"prior": "prior only", "ceiling": "white-box ceiling"}
 #: Short row labels for figures.
 ROW_LABELS = {"none": "none", "mid": "MID", "bido": "BiDO", "ls": "LS", "tl": "TL", "ssd": "SSD",
               "ssd_code": "SSD (code)", CALIBRATED: "SSD (T cal.)", TRAIN_Q: "SSD (q train)", "prior": "prior",
-              "ceiling": "ceiling"}
+              "ceiling": "ceiling", **{r: REGISTRY[r].title for r in BASELINE_ROWS}}
 #: The title of the calibrated row.
 CALIBRATED_TITLE = "SSD (T cal., ours)"
 #: Classes attacked per row and images kept per class at each scale (the paper: the first 100 classes, 5 images
@@ -91,8 +96,11 @@ def oracle_factory(name: str, row: str, scale: str, *, mode: str = "soft", devic
     """``(factory, target_key, params)``: the :class:`OracleFactory` of setting ``name`` defended as ``row`` (an SSD
     row's defense seeded per run and class from ``seed``), the cache key of the model behind it, and the
     defense's parameters."""
-    if row not in ROWS:
-        raise ValueError(f"unknown row {row!r}; valid: {', '.join(ROWS)}")
+    if row not in ROWS and row not in BASELINE_ROWS:
+        raise ValueError(f"unknown row {row!r}; valid: {', '.join((*ROWS, *BASELINE_ROWS))}")
+    if row in BASELINE_ROWS:
+        return perturbation_oracle(name, row, scale, mode=mode, device=device, seed=seed, root=root,
+                                   progress=progress)
     device = resolve_device(device)
     label = f"{name}/{row}"
     if row in TRAINING_DEFENSES:
@@ -125,6 +133,11 @@ def attack_inputs(attack: str, scale: str, *, seed: int = 0, root=None, device=N
     prior, info = attack_prior(scale, seed=seed, root=root, device=device, progress=False)
     payload = torch.load(info["path"], map_location="cpu", weights_only=False)
     return {"public": info["train"].images, "discriminator": payload["discriminator"]}
+
+
+def chance_level(name: str, scale: str, *, seed: int = 0, root=None) -> float:
+    """The evaluator's Acc@1 (%) by guessing: 100 / the number of private classes of setting ``name``."""
+    return 100.0 / private_data(setting(name).dataset, scale, seed=seed, root=root).num_classes
 
 
 def _attack_context(name: str, scale: str, classes: int | None, *, seed: int, root, device, progress: bool):
@@ -249,7 +262,7 @@ def verdicts(per_class: pd.DataFrame, reference: str = "none", rows=None) -> pd.
             if row == reference or (rows is not None and row not in rows):
                 continue
             c = compare(ref, part[part.row == row])
-            title = row_title(row) if row in (*ROWS, *REFERENCE_ROWS) else row
+            title = row_title(row) if row in (*ROWS, *BASELINE_ROWS, *REFERENCE_ROWS) else row
             records.append({"setting": s, "attack": a, "row": row, "title": title, "against": reference,
                             "difference": c.difference, "low": c.low, "high": c.high, "verdict": c.verdict,
                             "classes": c.classes, "images": c.images_b, "images against": c.images_a})

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["LEVEL", "BOOTSTRAP", "per_class_accuracy", "interval", "Comparison", "compare", "VERDICTS"]
+__all__ = ["LEVEL", "BOOTSTRAP", "per_class_accuracy", "interval", "Comparison", "compare", "VERDICTS",
+           "CLAIM_VERDICTS", "claim_verdict", "claim_verdicts"]
 
 #: Confidence level of every interval and verdict.
 LEVEL = 0.95
@@ -95,3 +96,34 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, column: str = "hits@1", *, n_boot:
     n_a = int(a[a["class"].isin(common)]["n"].sum())
     n_b = int(b[b["class"].isin(common)]["n"].sum())
     return Comparison(float(diff.mean()), low, high, verdict, len(common), n_a, n_b)
+
+
+#: What a claim of the paper can be at this book's scale (the intro's verdict column).
+CLAIM_VERDICTS = ("holds", "holds in part", "does not hold at this scale", "inconclusive at this scale",
+                  "not testable at this scale")
+
+
+def claim_verdict(counts: dict) -> str:
+    """The verdict on "the defense lowers the attack" from the paired rule's counts over cases (``lower``,
+    ``higher``, ``inconclusive``, ``not judged``, ``cases``, as :func:`ssdlib.experiments.attacks.verdict_counts`
+    returns): untestable where the attack never beats random prior samples, refuted by any case where it raises
+    Acc@1, confirmed only where every judged case lowers it."""
+    judged = counts["cases"] - counts.get("not judged", 0)
+    if judged <= 0:
+        return "not testable at this scale"
+    if counts["higher"] > 0:
+        return "does not hold at this scale"
+    if counts["lower"] == judged:
+        return "holds"
+    if counts["lower"] > 0:
+        return "holds in part"
+    return "inconclusive at this scale"
+
+
+def claim_verdicts(counts_by_row: dict, titles: dict | None = None) -> str:
+    """One verdict for several rows (e.g. the SSD variants): the common verdict when they agree, else each row's
+    as "title: verdict" joined by semicolons."""
+    verdicts = {row: claim_verdict(c) for row, c in counts_by_row.items()}
+    if len(set(verdicts.values())) == 1:
+        return next(iter(verdicts.values()))
+    return "; ".join(f"{(titles or {}).get(row, row)}: {v}" for row, v in verdicts.items())

@@ -40,7 +40,11 @@ def _labels(labels, n: int) -> torch.Tensor:
 
 
 def topk_accuracy(logits: torch.Tensor, labels, ks: Sequence[int] = (1, 5)) -> dict:
-    """``{"acc@k": fraction of rows whose label is among the k largest logits}`` for each k (k capped at C)."""
+    """``{"acc@k": fraction of rows whose label is among the k largest logits}`` for each k (k capped at C).
+
+    >>> topk_accuracy(torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]), [1, 0], ks=(1, 2))
+    {'acc@1': 0.0, 'acc@2': 0.5}
+    """
     if logits.dim() != 2 or not len(logits):
         raise ValueError(f"logits must be a non-empty [N, C] tensor, got {tuple(logits.shape)}")
     labels = _labels(labels, len(logits))

@@ -16,7 +16,11 @@ __all__ = ["nearest_distance", "nearest_class_distance", "knn_distance"]
 
 
 def nearest_distance(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Per-row L2 distance (not squared) from ``features`` ``[N, D]`` to the nearest row of ``reference`` ``[M, D]``."""
+    """Per-row L2 distance (not squared) from ``features`` ``[N, D]`` to the nearest row of ``reference`` ``[M, D]``.
+
+    >>> nearest_distance(torch.tensor([[0.0, 0.0], [3.0, 4.0]]), torch.tensor([[0.0, 1.0], [3.0, 0.0]]))
+    tensor([1., 4.])
+    """
     if features.dim() != 2 or reference.dim() != 2 or features.shape[1] != reference.shape[1] or not len(reference):
         raise ValueError(f"features [N, D] and a non-empty reference [M, D] needed, got {tuple(features.shape)} and "
                          f"{tuple(reference.shape)}")

@@ -1,6 +1,8 @@
-"""Target-model families of the paper (VGG-16-BN, IR-152) for 64x64 faces, with smaller members per scale.
+"""Target-model families of the paper (VGG-16-BN, IR-152 for 64x64 faces; ResNet-152 for its 224x224 tables), with
+smaller members per scale.
 
-Every model takes float images in [0, 1] of shape ``[N, 3, 64, 64]`` and normalises them inside.
+Every model takes float images in [0, 1] of shape ``[N, 3, 64, 64]`` (``[N, 3, 224, 224]`` for ResNet-152) and
+normalises them inside.
 ``model(x)`` gives logits, ``model.forward_features(x)`` the penultimate features, ``model.classifier``
 is the final linear layer and ``model.forward_hidden(x)`` returns ``(hidden_activations, logits)``
 (one activation per stage, the last being the penultimate feature) for BiDO's HSIC terms.
@@ -12,7 +14,7 @@ from torch import nn
 
 from ..scales import check_scale
 
-FAMILIES = ("ir152", "vgg16")
+FAMILIES = ("ir152", "vgg16", "resnet152")
 
 # One table of architectures: (family, scale) -> constructor keyword arguments.
 #  vgg16: ``width`` = channels of the first stage (x1, x2, x4, x8, x8 for the five stages);
@@ -30,6 +32,11 @@ ARCHITECTURES: dict[tuple[str, str], dict] = {
     ("ir152", "paper"): dict(stages=(3, 8, 36, 3), widths=(64, 128, 256, 512), feat_dim=512),
     ("ir152", "cpu"): dict(stages=(1, 2, 2, 1), widths=(16, 32, 64, 128), feat_dim=256, downsample=2),
     ("ir152", "smoke"): dict(stages=(1, 1, 1, 1), widths=(4, 8, 16, 16), feat_dim=32, downsample=2),
+    # resnet152: the 224x224 target of the paper's Tables 10/11 (``stages`` of bottlenecks, ``widths`` before the
+    # x4 expansion); any input size works (global average pooling), so the family also runs on 64x64 faces.
+    ("resnet152", "paper"): dict(stages=(3, 8, 36, 3), widths=(64, 128, 256, 512)),
+    ("resnet152", "cpu"): dict(stages=(1, 2, 2, 1), widths=(8, 16, 32, 64), downsample=2),
+    ("resnet152", "smoke"): dict(stages=(1, 1, 1, 1), widths=(4, 4, 8, 8)),
 }
 
 
@@ -184,6 +191,74 @@ class IRNet(_FaceClassifier):
         return self.output_layer(h)
 
 
+class Bottleneck(nn.Module):
+    """torchvision's ResNet bottleneck: conv1x1-BN-ReLU, conv3x3(stride)-BN-ReLU, conv1x1 (x4 channels)-BN, plus a
+    (projected) shortcut, then ReLU."""
+
+    expansion = 4
+
+    def __init__(self, c_in: int, width: int, stride: int):
+        super().__init__()
+        c_out = width * self.expansion
+        self.residual = nn.Sequential(
+            nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        return torch.relu(self.residual(x) + self.shortcut(x))
+
+
+class ResNet(_FaceClassifier):
+    """ResNet-50/101/152 (He et al.; torchvision's layout) for 224x224 inputs, the target of the paper's
+    high-resolution Tables 10/11: conv7x7/2-BN-ReLU-maxpool stem, stages of bottlenecks (stages 2-4 stride 2),
+    global average pooling (``feat_dim = 4 * widths[-1]``), then a linear classifier."""
+
+    def __init__(self, num_classes: int, stages: tuple[int, ...] = (3, 8, 36, 3),
+                 widths: tuple[int, ...] = (64, 128, 256, 512), downsample: int = 1):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if len(stages) != len(widths) or not stages or min(stages) < 1 or min(widths) < 1:
+            raise ValueError(f"stages and widths must be equally long positive tuples, got {stages}, {widths}")
+        self.num_classes = num_classes
+        self.normalize = _Normalize(downsample)
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        body, c_in = [], widths[0]
+        for i, (n, width) in enumerate(zip(stages, widths)):
+            units = [Bottleneck(c_in, width, 1 if i == 0 else 2)]
+            c_in = width * Bottleneck.expansion
+            units += [Bottleneck(c_in, width, 1) for _ in range(n - 1)]
+            body.append(nn.Sequential(*units))
+        self.body = nn.ModuleList(body)
+        self.feat_dim = c_in
+        self.classifier = nn.Linear(c_in, num_classes)
+
+    def forward_hidden(self, x):
+        hiddens, h = [], self.stem(self.normalize(x))
+        for stage in self.body:
+            h = stage(h)
+            hiddens.append(h)
+        feat = h.mean((2, 3))
+        hiddens.append(feat)
+        return hiddens, self.classifier(feat)
+
+    def _features(self, x):
+        h = self.stem(self.normalize(x))
+        for stage in self.body:
+            h = stage(h)
+        return h.mean((2, 3))
+
+
+def resnet152(num_classes: int, **kwargs) -> ResNet:
+    """ResNet-152 as in the paper's 224x224 experiments: bottleneck stages (3, 8, 36, 3), 2048-d features."""
+    return ResNet(num_classes, **{**ARCHITECTURES[("resnet152", "paper")], **kwargs})
+
+
 def ir152(num_classes: int, **kwargs) -> IRNet:
     """IR-152 as in the paper: stages (3, 8, 36, 3), widths (64, 128, 256, 512), 512-d embedding."""
     return IRNet(num_classes, **{**ARCHITECTURES[("ir152", "paper")], **kwargs})
@@ -195,14 +270,25 @@ def vgg16_bn(num_classes: int, **kwargs) -> VGG16BN:
 
 
 def build_model(family: str, num_classes: int, scale: str = "cpu", **overrides) -> nn.Module:
-    """Build the ``family`` member for ``scale`` from ``ARCHITECTURES`` (``overrides`` replace table entries)."""
+    """Build the ``family`` member for ``scale`` from ``ARCHITECTURES`` (``overrides`` replace table entries).
+
+    >>> import torch
+    >>> model = build_model("vgg16", num_classes=10, scale="smoke")
+    >>> model(torch.rand(2, 3, 64, 64)).shape  # logits of 64x64 face crops
+    torch.Size([2, 10])
+    """
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; valid: {', '.join(FAMILIES)}")
     check_scale(scale)
     kwargs = {**ARCHITECTURES[(family, scale)], **overrides}
-    return (IRNet if family == "ir152" else VGG16BN)(num_classes, **kwargs)
+    return {"ir152": IRNet, "vgg16": VGG16BN, "resnet152": ResNet}[family](num_classes, **kwargs)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of (trainable) parameters, for size tables."""
+    """Number of (trainable) parameters, for size tables.
+
+    >>> import torch
+    >>> count_parameters(torch.nn.Linear(4, 3))
+    15
+    """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

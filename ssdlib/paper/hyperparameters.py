@@ -48,6 +48,12 @@ def hyperparameters(setting: str, version: str = "submitted") -> dict:
     ``setting`` is the paper's label ("IR-152/CelebA", ...), a project name ("celeba_ir152", "lfw_ir152",
     "lfw_vgg16") or the version's high-resolution setting. The submitted version's numbers come from Table 4
     (Table 11 at 224x224), the final version's from Table 5 (Table 8 at 224x224).
+
+    >>> hp = hyperparameters("IR-152/CelebA")
+    >>> hp["ssd_T"], hp["ssd_eps"], hp["ssd_entropy"], hp["ssd_q_estimator"]
+    (0.03, 1.0, 'normalized', 'single')
+    >>> hyperparameters("lfw_vgg16", "iclr2025")["ssd_eps"]
+    0.8
     """
     label = paper_setting(setting)
     table = hyperparameter_table(version)

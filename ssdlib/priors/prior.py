@@ -28,6 +28,14 @@ class Prior:
     ``sampler(n, generator)`` draws ``n`` latents (default: standard normal); :meth:`bounds` is the search range,
     mean +- ``width`` std per coordinate, estimated from ``stats_samples`` latents (seed 0). ``key`` names the
     prior in cached attack runs (a fingerprint of its weights when not given).
+
+    >>> import torch
+    >>> gen = torch.nn.Sequential(torch.nn.Linear(8, 3 * 4 * 4), torch.nn.Sigmoid(), torch.nn.Unflatten(1, (3, 4, 4)))
+    >>> prior = Prior(gen, latent_dim=8, name="toy", key="toy")
+    >>> prior
+    Prior(name='toy', latent_dim=8, key='toy')
+    >>> prior(prior.sample(2, torch.Generator().manual_seed(0))).shape
+    torch.Size([2, 3, 4, 4])
     """
 
     def __init__(self, generator: nn.Module, latent_dim: int = LATENT_DIM, *, sampler: Sampler | None = None,

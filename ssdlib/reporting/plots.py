@@ -76,8 +76,8 @@ def simplex_panel(ax, f, q_table, T: float, eps: float, *, normalized: bool = Tr
     ax.plot(*to_xy(f), "k*", ms=9, label="$f(x)$")
     for k in range(3):
         ax.text(*(VERTICES[k] + [-0.05 if k == 0 else (0.0 if k == 2 else -0.05), -0.07 if k < 2 else 0.03]),
-                f"class {k}", fontsize=7)
-    ax.set_title(f"T = {T}, $\\epsilon$ = {eps}\nr = {step['r']:.3f}", fontsize=8)
+                f"class {k}", fontsize=8)
+    ax.set_title(f"T = {T}, $\\epsilon$ = {eps}\nr = {step['r']:.3f}", fontsize=9)
     ax.set_aspect("equal")
     ax.axis("off")
     if legend:
@@ -147,10 +147,12 @@ __all__ = ["proposition1_scatter", "waterfill_bars", "simplex_panel", "simplex_g
 
 
 def accuracy_bars(summary: pd.DataFrame, *, references: pd.DataFrame | None = None, titles: dict | None = None,
-                  labels: dict | None = None, value: str = "acc@1", ylabel: str = "evaluator Acc@1 (%)"):
+                  labels: dict | None = None, value: str = "acc@1", ylabel: str = "evaluator Acc@1 (%)",
+                  chance: dict | None = None):
     """One panel per setting: a bar per row of ``summary`` with its 95 % interval (``<value> low/high``), and the
-    reference rows (``prior``: dashed, ``ceiling``: dotted) as horizontal lines; the y axis zooms to the data.
-    ``labels`` maps a row name to its short tick label (default: the row's ``title``)."""
+    reference rows (``prior``: dashed, ``ceiling``: dotted) and the chance level (``chance[setting]``, dash-dot) as
+    horizontal lines; the y axis zooms to the data. ``labels`` maps a row name to its short tick label (default:
+    the row's ``title``)."""
     settings = list(dict.fromkeys(summary.setting))
     titles = titles or {}
     fig, axes = plt.subplots(1, len(settings), figsize=(PAGE_WIDTH, 2.9), sharey=True, squeeze=False)
@@ -168,6 +170,8 @@ def accuracy_bars(summary: pd.DataFrame, *, references: pd.DataFrame | None = No
                     ax.axhline(float(ref[value].iloc[0]), color="#333333", linestyle=style, linewidth=1.2,
                                label={"prior": "prior samples", "ceiling": "white-box ceiling"}[row])
                     top = max(top, float(ref[value].iloc[0]))
+        if chance and s in chance:
+            ax.axhline(chance[s], color="#999999", linestyle="-.", linewidth=1.0, label="chance")
         ticks = [(labels or {}).get(r, t) for r, t in zip(part.row, part.title)]
         ax.set_xticks(list(x), ticks, rotation=45, ha="right", fontsize=8)
         ax.set_title(titles.get(s, s), fontsize=10)
@@ -175,7 +179,7 @@ def accuracy_bars(summary: pd.DataFrame, *, references: pd.DataFrame | None = No
     axes[0][0].set_ylim(0, max(1.0, 1.15 * top))
     handles, labels = axes[0][-1].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, frameon=False, loc="upper right", fontsize=8, ncol=2)
+        fig.legend(handles, labels, frameon=False, loc="upper right", fontsize=8, ncol=3)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
 
@@ -307,4 +311,160 @@ def temperature_curves(sweep, titles: dict):
     axes[-1].set_xlabel("temperature T")
     axes[0].legend(fontsize=7, ncol=2, loc="lower left")
     fig.tight_layout()
+    return fig
+
+
+def tsne_panels(panels, *, ncols: int = 3):
+    """Figure 1: a grid of t-SNE scatter plots, one per dict of ``panels`` (``xy`` [N, 2], ``labels`` [N], ``title``),
+    each point coloured by its label (a cyclic colour map for many classes, tab10 for ten groups or fewer)."""
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH, 2.35 * nrows + 0.2), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        labels = np.asarray(panel["labels"])
+        keys = sorted(set(labels.tolist()))
+        rank = np.array([keys.index(v) for v in labels])
+        cmap = plt.get_cmap("tab10") if len(keys) <= 10 else plt.get_cmap("hsv")
+        colours = cmap(rank % 10) if len(keys) <= 10 else cmap(rank / max(len(keys), 1))
+        ax.scatter(panel["xy"][:, 0], panel["xy"][:, 1], c=colours, s=5, alpha=0.8, linewidths=0)
+        ax.set_title(panel["title"], fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def _seed_errorbar(ax, x, part, col, **style):
+    """Mean of ``col`` with bars from its least to its largest value over seeds (``seed_summary``'s columns)."""
+    mean = part[col].to_numpy()
+    err = np.vstack([mean - part[f"{col} min"].to_numpy(), part[f"{col} max"].to_numpy() - mean]).clip(min=0)
+    ax.errorbar(x, mean, yerr=err, capsize=3, marker="o", ms=3, **style)
+
+
+def ablation_curves(t_attack, t_util, e_attack, e_util, *, references: dict, training_l1: dict,
+                    attacks=("BREP", "Mirror")):
+    """Figure 3: (a) the label-only attack's Acc@1 and (b) test accuracy against T ("NO" first), (c) the soft-label
+    attack's Acc@1 and (d) Avg / Max L1 against eps, adaptive (solid) and constant (dashed) budgets; error bars span
+    the seeds. Inputs are ``ablations.seed_summary`` tables; ``references``: ``{"T": {label: value}, "eps": ...,
+    "test": value}`` drawn as horizontal lines; ``training_l1``: Avg L1 of the training-time defenses (a band)."""
+    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 5.2))
+    labels = list(t_attack["T"])
+    x = np.arange(len(labels))
+    (a, b), (c, d) = axes
+    _seed_errorbar(a, x, t_attack, "acc@1", color="tab:blue", label="SSD")
+    _seed_errorbar(b, x, t_util, "test_acc", color="tab:green", label="SSD")
+    for ax, key, ylabel, title in ((a, "T", "Acc@1 (%)", f"(a) {attacks[0]} against T"),
+                                   (b, "test", "test accuracy (%)", "(b) utility against T")):
+        refs = references.get(key, {})
+        for (name, value), ls in zip(refs.items() if isinstance(refs, dict) else [("no defense", refs)],
+                                     ("--", ":")):
+            ax.axhline(value, color="k", ls=ls, lw=1, label=name)
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels)
+        ax.set(xlabel="temperature T", ylabel=ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=7, loc="best")
+    for budget, ls in (("adaptive", "-"), ("constant", "--")):
+        part = e_attack[e_attack.budget == budget]
+        if len(part):
+            _seed_errorbar(c, part.eps.to_numpy(), part, "acc@1", color="tab:blue" if budget == "adaptive" else
+                           "tab:red", ls=ls, label=f"SSD, {budget}")
+        part = e_util[e_util.budget == budget]
+        for col, colour in (("avg_l1", "tab:orange"), ("max_l1", "tab:purple")):
+            if len(part):
+                _seed_errorbar(d, part.eps.to_numpy(), part, col, color=colour, ls=ls,
+                               label=f"{'Avg' if col == 'avg_l1' else 'Max'} L1, {budget}")
+    for (name, value), ls in zip(references.get("eps", {}).items(), ("--", ":")):
+        c.axhline(value, color="k", ls=ls, lw=1, label=name)
+    if training_l1:
+        d.axhspan(min(training_l1.values()), max(training_l1.values()), color="grey", alpha=0.25,
+                  label="Avg L1, training-time defenses")
+    for ax, ylabel, title in ((c, "Acc@1 (%)", f"(c) {attacks[1]} against eps"), (d, "L1 change", "(d) L1 against eps")):
+        ax.set_xscale("log")
+        ticks = sorted(set(e_util.eps))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set(xlabel="distortion bound eps", ylabel=ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=6.5, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def frontier_figure(points: dict, curves: dict | None = None, *, attack_titles: dict | None = None,
+                    labels: dict | None = None, title: str = ""):
+    """The privacy-utility frontier of one setting: a row of two panels per attack (``points[attack]``, one point per
+    defense with its 95 % interval), attack Acc@1 against test accuracy (left) and Avg L1 (right); SSD rows in
+    red; ``curves[attack]`` (an SSD parameter sweep, in order) as a grey line through its points."""
+    attacks = list(points)
+    fig, axes = plt.subplots(len(attacks), 2, figsize=(PAGE_WIDTH, 2.7 * len(attacks) + 0.4), squeeze=False)
+    for i, attack in enumerate(attacks):
+        part = points[attack]
+        for j, x in enumerate(("test_acc", "avg_l1")):
+            ax = axes[i, j]
+            curve = (curves or {}).get(attack)
+            if curve is not None and len(curve):
+                ax.errorbar(curve[x], curve["acc@1"], yerr=[curve["acc@1"] - curve["acc@1 low"],
+                                                             curve["acc@1 high"] - curve["acc@1"]],
+                            color="0.6", marker=".", lw=1, capsize=0, label="SSD sweep", zorder=1)
+            for r in part.to_dict("records"):
+                ssd = str(r["row"]).startswith("ssd")
+                ax.errorbar([r[x]], [r["acc@1"]], yerr=[[r["acc@1"] - r["acc@1 low"]], [r["acc@1 high"] - r["acc@1"]]],
+                            fmt="o" if ssd else "s", color="tab:red" if ssd else "#4c72b0", capsize=2, ms=4, zorder=3)
+                ax.annotate((labels or {}).get(r["row"], r["title"]), (r[x], r["acc@1"]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+            ax.set_xlabel("test accuracy (%)" if x == "test_acc" else "Avg L1 change")
+            if j == 0:
+                ax.set_ylabel(f"{(attack_titles or {}).get(attack, attack)} Acc@1 (%)", fontsize=9)
+            if curve is not None and len(curve) and i == 0 and j == 1:
+                ax.legend(frameon=False, fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def recovery_curves(curves, *, images: str = "generated", estimator: str = "inverted"):
+    """The averaging attacker's top-1 agreement with f(x) against the number of repeats, one panel per noise level
+    and a line per defense variant (``curves`` from ``experiments.adaptive.recovery_curves``)."""
+    part = curves[(curves.images == images) & (curves.estimator == estimator)]
+    greys = sorted(part["grey levels"].unique())
+    fig, axes = plt.subplots(1, len(greys), figsize=(PAGE_WIDTH, 2.8), sharey=True, squeeze=False)
+    for ax, g in zip(axes[0], greys):
+        for label, c in part[part["grey levels"] == g].groupby("variant", sort=False):
+            ax.plot(c.repeats, c.top1, marker="o", ms=3, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("repeats per image")
+        ax.set_title(f"{g} grey levels of noise", fontsize=9)
+    axes[0][0].set_ylabel("top-1 agreement with f(x) (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, ncol=3, loc="lower center", frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    return fig
+
+
+def hash_tradeoff(copies, *, images: str = "generated"):
+    """The robust hash against its sensitivity k: how often two perturbed copies of an image keep h (one line per
+    noise level; hollow markers: the literal eq. 26) and how often two distinct images share it (dashed)."""
+    part = copies[(copies.randomness == "robust") & (copies.images == images)]
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.2))
+    colours = {g: f"C{i}" for i, g in enumerate(sorted(part["grey levels"].unique()))}
+    for offsets, style in ((True, dict(ls="-", mfc=None)), (False, dict(ls="none", mfc="none"))):
+        sub = part[part.offsets == offsets]
+        for g, c in sub[sub["grey levels"] > 0].groupby("grey levels"):
+            c = c.sort_values("k")
+            ax.plot(c.k, c["same h (%)"], marker="o", ms=5, color=colours[g],
+                    label=f"copies keep h, {g} grey levels" + ("" if offsets else " (eq. 26)"), **style)
+        clean = sub[sub["grey levels"] == sub["grey levels"].min()].sort_values("k")
+        if offsets and len(clean):
+            ax.plot(clean.k, clean["distinct images sharing h (%)"], "k--", marker="s", ms=3,
+                    label="distinct images share h")
+    ax.set_xscale("log")
+    ax.set_xlabel("sensitivity k")
+    ax.set_ylabel("%")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, ncol=3, loc="lower center", frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from ..cache import LOG_ENV
 from ..scales import SCALES
 from ..utils import REPO_ROOT
+from .pages import summarize_cache_log, write_pages
 
 EXECUTED = "executed"
 
@@ -51,6 +53,30 @@ def toc_notebooks(toc_path: Path | None = None) -> list[str]:
             if page.startswith(EXECUTED + "/")]
 
 
+def execution_order(names, profiles: dict) -> list[str]:
+    """``names`` in book order, except that a notebook runs after the notebooks its profile ``needs`` (those among
+    ``names``): a results page placed first in the book reads runs that later pages compute."""
+    names = list(names)
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name):
+        if name in order:
+            return
+        if name in visiting:
+            raise ValueError(f"notebooks/scales.yml: a cycle of `needs` through {name!r}")
+        visiting.add(name)
+        for need in (profiles.get(name) or {}).get("needs") or []:
+            if need in names:
+                visit(need)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in names:
+        visit(name)
+    return order
+
+
 def load_profiles(path: Path | None = None) -> dict:
     """The scale profiles: ``{notebook: {"source": ..., scale: {param: value}}}`` plus ``common``."""
     return yaml.safe_load((path or REPO_ROOT / "notebooks" / "scales.yml").read_text()) or {}
@@ -58,7 +84,12 @@ def load_profiles(path: Path | None = None) -> dict:
 
 def parameters_for(name: str, scale: str, profiles: dict, overrides: dict | None = None) -> dict:
     """Parameters injected into notebook ``name`` at ``scale``: common, its own ``parameters`` (any scale), its
-    own for ``scale``, then overrides."""
+    own for ``scale``, then overrides.
+
+    >>> profiles = {"common": {"cpu": {"seed": 0}}, "solver": {"parameters": {"batch": 64}, "cpu": {"batch": 256}}}
+    >>> parameters_for("solver", "cpu", profiles, overrides={"seed": 1})
+    {'scale': 'cpu', 'seed': 1, 'batch': 256}
+    """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
     entry = profiles.get(name) or {}
@@ -106,11 +137,16 @@ def run_digest(source: Path, params: dict, env: dict | None = None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _recorded_digest(path: Path) -> str | None:
+def _recorded(path: Path) -> dict:
+    """The runner's record (``metadata.ssd_runner``) of an executed copy, or ``{}``."""
     try:
-        return json.loads(path.read_text())["metadata"].get("ssd_runner", {}).get("digest")
-    except (OSError, ValueError, KeyError):
-        return None
+        return json.loads(path.read_text())["metadata"].get("ssd_runner", {}) or {}
+    except (OSError, ValueError, KeyError, AttributeError):
+        return {}
+
+
+def _recorded_digest(path: Path) -> str | None:
+    return _recorded(path).get("digest")
 
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -200,6 +236,10 @@ def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool
         partial = REPO_ROOT / EXECUTED / "failed" / f"{name}.ipynb"
         partial.parent.mkdir(parents=True, exist_ok=True)
         store.mkdir(parents=True, exist_ok=True)
+        log = partial.with_suffix(".cache.jsonl")
+        log.unlink(missing_ok=True)
+        previous = os.environ.get(LOG_ENV)
+        os.environ[LOG_ENV] = str(log)  # the kernel inherits it: the cache logs what this page loads and computes
         start = time.perf_counter()
         try:
             pm.execute_notebook(str(source), str(partial), parameters=params, cwd=str(store),
@@ -207,10 +247,27 @@ def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool
         except Exception:
             print(f"[runner] {name} failed; the partly executed copy is {partial}", file=sys.stderr)
             raise
+        finally:
+            if previous is None:
+                os.environ.pop(LOG_ENV, None)
+            else:
+                os.environ[LOG_ENV] = previous
         seconds = time.perf_counter() - start
+        cache = summarize_cache_log(log.read_text().splitlines() if log.exists() else [])
+        log.unlink(missing_ok=True)
+        history = _recorded(target)
         nb = annotate(strip_widgets(json.loads(partial.read_text())), name, scale, seconds, title)
+        runs = [r for r in history.get("runs", []) if history.get("scale") == scale][-19:]
+        runs.append({"date": time.strftime("%Y-%m-%d"), "seconds": round(seconds, 1),
+                     "computed": sum(v["computed"] for v in cache.values())})
+        merged = {k: dict(v) for k, v in (history.get("cache") or {}).items()} if history.get("scale") == scale else {}
+        for kind, counts in cache.items():
+            slot = merged.setdefault(kind, {"loaded": 0, "computed": 0, "compute_s": 0.0})
+            for key, value in counts.items():
+                slot[key] = slot.get(key, 0) + value
         nb["metadata"]["ssd_runner"] = {"digest": digest, "scale": scale, "parameters": params,
-                                        "seconds": round(seconds, 1), "environment": environment(params)}
+                                        "seconds": round(seconds, 1), "environment": environment(params),
+                                        "cache": merged, "runs": runs}
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(nb, indent=1))
         os.replace(tmp, target)
@@ -266,10 +323,11 @@ def main(argv: list[str] | None = None) -> int:
             print(name, parameters_for(name, args.scale, profiles, overrides))
         return 0
     total = time.perf_counter()
-    for name in names:
+    for name in execution_order(names, profiles):
         ran, seconds = execute(name, args.scale, overrides=overrides, force=args.force, profiles=profiles)
         print(f"[runner] {name}: {'executed in %.1f s' % seconds if ran else 'up to date, skipped'}", flush=True)
     print(f"[runner] {len(names)} notebooks at scale {args.scale} in {time.perf_counter() - total:.1f} s")
+    write_pages(toc_notebooks(), REPO_ROOT / EXECUTED)  # the re-run chapter's page list and the intro's banner
     return 0
 
 

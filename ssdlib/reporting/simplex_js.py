@@ -344,10 +344,10 @@ var SSDExplorer = (function () {
       '<label><input type="checkbox" data-role="cloud" checked> show the cloud</label></div>' +
       '<div style="display:flex;flex-wrap:wrap;align-items:flex-start">' +
       '<svg data-role="figure" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 410 410" ' +
-      'style="flex:1 1 300px;max-width:440px;touch-action:none;user-select:none;cursor:crosshair" ' +
+      'style="flex:1 1 100%;max-width:480px;touch-action:none;user-select:none;cursor:crosshair" ' +
       'font-family="sans-serif"></svg>' +
       '<svg data-role="bars" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 500 410" ' +
-      'style="flex:1 1 320px;max-width:520px" font-family="sans-serif"></svg></div>' +
+      'style="flex:1 1 100%;max-width:680px" font-family="sans-serif"></svg></div>' +
       '<div data-role="numbers"></div></div>';
     function el(role) { return root.querySelector('[data-role="' + role + '"]'); }
     var svg = el("figure");

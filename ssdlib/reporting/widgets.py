@@ -37,10 +37,12 @@ def _as_array(x, name: str, shape: tuple) -> np.ndarray:
 
 
 def explorer_config(q_table, f0, *, eps: float = 0.3, T: float = 0.1, entropy_normalized: bool = True,
-                    n_per_class: int = 40, concentration: float = 20.0, seed: int = 0) -> dict:
+                    n_per_class: int = 40, concentration: float = 20.0, seed: int = 0, cloud=None) -> dict:
     """The data the explorer starts from: q table, f, eps, T, entropy unit, and a labelled three-class cloud.
 
-    The cloud draws ``n_per_class`` outputs per class y from Dirichlet(concentration * q^y) (NumPy, ``seed``); its
+    ``cloud=(points [N, 3], labels [N])`` shows a given cloud (e.g. the static figure's, so both report the same
+    CMI); otherwise it draws ``n_per_class`` outputs per class y from Dirichlet(concentration * q^y) (NumPy,
+    ``seed``). Its
     ``uniforms`` are the draws ``SSD(q_table, seed=seed)`` makes on its first call
     (``torch.rand(N, dtype=float64)`` from a generator seeded with ``seed``), so the figure's "after" CMI is the
     one of ``ssdlib.SSD`` applied once to the cloud.
@@ -55,9 +57,18 @@ def explorer_config(q_table, f0, *, eps: float = 0.3, T: float = 0.1, entropy_no
         raise ValueError(f"eps must lie in [0, 2] (the slider's range), got {eps}")
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
-    rng = np.random.default_rng(seed)
-    points = np.concatenate([rng.dirichlet(concentration * q[y], size=n_per_class) for y in range(3)])
-    labels = np.repeat(np.arange(3), n_per_class)
+    if cloud is not None:
+        points = np.asarray(torch.as_tensor(cloud[0], dtype=torch.float64))
+        labels = np.asarray(torch.as_tensor(cloud[1])).astype(int)
+        if points.ndim != 2 or points.shape[1] != 3 or labels.shape != (len(points),) or len(points) == 0:
+            raise ValueError(f"cloud must be (points [N, 3], labels [N]) with N >= 1, got shapes {points.shape} "
+                             f"and {labels.shape}")
+        if not np.isin(labels, [0, 1, 2]).all():
+            raise ValueError("cloud labels must be 0, 1 or 2")
+    else:
+        rng = np.random.default_rng(seed)
+        points = np.concatenate([rng.dirichlet(concentration * q[y], size=n_per_class) for y in range(3)])
+        labels = np.repeat(np.arange(3), n_per_class)
     gen = torch.Generator().manual_seed(seed)
     uniforms = torch.rand(len(points), generator=gen, dtype=torch.float64).numpy()
     return {"q": q.tolist(), "f": f.tolist(), "eps": float(eps), "T": float(T), "normalized": bool(entropy_normalized),

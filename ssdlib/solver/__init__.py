@@ -47,7 +47,14 @@ class PassCapWarning(RuntimeWarning):
 
 
 def check_probabilities(x: torch.Tensor, name: str = "probs") -> None:
-    """Raise ValueError naming the problem unless ``x`` holds finite, non-negative rows that sum to 1."""
+    """Raise ValueError naming the problem unless ``x`` holds finite, non-negative rows that sum to 1.
+
+    >>> import torch
+    >>> check_probabilities(torch.tensor([[0.5, 0.5]]))  # fine: nothing happens
+    >>> check_probabilities(torch.tensor([[2.0, -1.0]]), "logits")
+    Traceback (most recent call last):
+    ValueError: logits has negative entries; rows must lie on the probability simplex
+    """
     if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{name} must be a float32 or float64 tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     if x.dim() == 0 or x.shape[-1] == 0:
@@ -71,7 +78,11 @@ _TRITON_READY: bool | None = None
 
 
 def solver_path(device) -> str:
-    """The kernel :func:`waterfill` uses for tensors on ``device`` ("numba", "torch" or "triton")."""
+    """The kernel :func:`waterfill` uses for tensors on ``device`` ("numba", "torch" or "triton").
+
+    >>> solver_path("cpu") in ("numba", "torch")  # numba when it is installed
+    True
+    """
     if torch.device(device).type == "cpu":
         return "numba" if HAVE_NUMBA else "torch"
     return "triton" if triton_ready() else "torch"
@@ -127,10 +138,25 @@ def waterfill(f: torch.Tensor, q: torch.Tensor, eps, *, validate: bool = True, m
     A row that reaches the pass cap triggers a :class:`PassCapWarning` (``on_cap="raise"``: a RuntimeError).
     ``validate=False`` skips the input checks and the cap check in hot loops.  Returns p with f's shape, dtype and
     device.
+
+    >>> import torch
+    >>> f = torch.tensor([0.7, 0.2, 0.1], dtype=torch.float64)
+    >>> q = torch.tensor([0.2, 0.4, 0.4], dtype=torch.float64)
+    >>> waterfill(f, q, 0.4)  # 0.2 of mass moves from the top entry to the two others
+    tensor([0.5000, 0.2500, 0.2500], dtype=torch.float64)
+    >>> waterfill(f, q, 2.0)  # a radius that reaches q returns q
+    tensor([0.2000, 0.4000, 0.4000], dtype=torch.float64)
     """
     return _dispatch(f, q, eps, validate, method, on_cap)[0]
 
 
 def waterfill_passes(f: torch.Tensor, q: torch.Tensor, eps, *, method: str = "auto") -> torch.Tensor:
-    """Number of O(C) passes over each row used by :func:`waterfill` (Newton passes plus the final write pass)."""
+    """Number of O(C) passes over each row used by :func:`waterfill` (Newton passes plus the final write pass).
+
+    >>> import torch
+    >>> f = torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.4, 0.4]], dtype=torch.float64)
+    >>> passes = waterfill_passes(f, torch.tensor([0.2, 0.4, 0.4], dtype=torch.float64), 0.4)
+    >>> passes.shape, bool((passes >= 1).all())
+    (torch.Size([2]), True)
+    """
     return _dispatch(f, q, eps, True, method, "warn")[1]

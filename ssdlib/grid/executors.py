@@ -1,0 +1,228 @@
+"""``run_grid``: run a plan's jobs in-process (the default) or on Dask distributed, and report every job.
+
+Executors: ``"local"`` (in-process, in plan order; needs no Dask), ``"processes"`` (a fixed ``LocalCluster`` of
+single-threaded worker processes), ``"cuda"`` (``dask_cuda.LocalCUDACluster``: one worker per GPU), ``"slurm"`` /
+``"pbs"`` (``dask_jobqueue``, configured from Dask's configuration file, a fixed number of jobs), a scheduler
+address (``"tcp://host:8786"``) or a ``distributed.Client``. Clusters are fixed-size: adaptive scaling sizes itself
+from task durations it has not seen yet and mis-sizes hour-long jobs. Jobs on a CUDA device ask for one ``GPU``
+worker resource when the workers advertise one, so that one job runs per GPU.
+
+A worker that dies mid-job leaves no torn file (``ssdlib.cache.atomic_save``) and Dask reruns its job on another
+worker (training and the prior resume from their partial checkpoints). A failing job does not stop the others;
+the jobs that need it are skipped, and :class:`GridError` is raised at the end with every failure's configuration
+(``raise_errors=False`` returns the report instead).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+import time
+from typing import Iterable
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .jobs import THREADS_ENV, Job, job_threads, run_job
+from .plan import Plan
+
+__all__ = ["run_grid", "GridError", "EXECUTORS", "make_client", "jobqueue_cluster", "REPORT_COLUMNS"]
+
+EXECUTORS = ("local", "processes", "cuda", "slurm", "pbs")
+REPORT_COLUMNS = ["job", "kind", "label", "status", "cached", "computed", "seconds", "worker", "threads", "torch",
+                  "device", "error", "artifacts"]
+#: Dask settings for the clusters this module starts, unless the user's Dask configuration sets them: a worker's
+#: heartbeat may come late while a long job holds the interpreter, so the scheduler waits longer before it drops a
+#: worker (``worker-ttl``), and worker lifetimes stay unbounded (jobs run for hours; the jobqueue walltime bounds
+#: the jobs instead, see the book's page "Running at paper scale and on a cluster").
+CLUSTER_CONFIG = {"distributed.scheduler.worker-ttl": "1 hour"}
+
+
+class GridError(RuntimeError):
+    """Some grid jobs failed; the message names each with its configuration, ``report`` holds every job's record."""
+
+    def __init__(self, message: str, report: pd.DataFrame | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+def _numba_scratch() -> str:
+    """numba's compilation cache on worker-local scratch (not beside the package, which may be a shared read-only
+    file system): ``$TMPDIR/ssdlib-numba-<user>``."""
+    user = os.environ.get("USER") or (str(os.getuid()) if hasattr(os, "getuid") else "user")
+    return os.path.join(tempfile.gettempdir(), f"ssdlib-numba-{user}")
+
+
+def _worker_env(threads: int) -> dict:
+    """Environment of the worker processes this module starts: the shared cache, worker-local numba cache, and the
+    same thread count for torch, OpenMP and numba."""
+    env = {THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads),
+           "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR") or _numba_scratch()}
+    for key in ("SSD_CACHE_DIR", "SSD_DATA_ROOT", "XDG_CACHE_HOME"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
+
+
+def _require_distributed():
+    try:
+        import distributed  # noqa: F401
+    except ImportError as err:
+        raise ImportError("running the grid on Dask needs the optional extra: pip install 'ssdlib[grid]' "
+                          "(dask, distributed, dask-jobqueue; dask-cuda for the 'cuda' executor)") from err
+
+
+def make_client(executor, *, workers: int | None = None, threads: int = 1):
+    """``(client, cluster or None)`` for ``executor`` (see the module's docstring); the caller closes both."""
+    _require_distributed()
+    import dask
+    from distributed import Client
+    if isinstance(executor, Client):
+        return executor, None
+    env = _worker_env(threads)
+    if executor == "processes":
+        from distributed import LocalCluster
+        n = workers or max(1, (os.cpu_count() or 1) // threads)
+        with dask.config.set(_defaults_unset(CLUSTER_CONFIG)):
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, env=env,
+                                   dashboard_address=":0")
+        return Client(cluster), cluster
+    if executor == "cuda":
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError as err:
+            raise ImportError("executor 'cuda' needs dask-cuda (pip install dask-cuda): one worker per GPU") from err
+        with dask.config.set(_defaults_unset(CLUSTER_CONFIG)):
+            cluster = LocalCUDACluster(n_workers=workers, threads_per_worker=1, resources={"GPU": 1}, env=env,
+                                       dashboard_address=":0")
+        return Client(cluster), cluster
+    if executor in ("slurm", "pbs"):
+        cluster = jobqueue_cluster(executor, env)
+        cluster.scale(jobs=workers or 1)  # fixed size: never cluster.adapt() for hour-long jobs
+        return Client(cluster), cluster
+    if isinstance(executor, str) and ("://" in executor or ":" in executor):
+        return Client(executor), None
+    raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}, a scheduler address or a "
+                     "distributed.Client")
+
+
+def jobqueue_cluster(executor: str, env: dict):
+    """The dask-jobqueue cluster of ``executor`` ("slurm" or "pbs"), configured from Dask's configuration file, its
+    job script also exporting ``env`` and a numba cache on the node's scratch (no job submitted yet)."""
+    import dask
+    try:
+        import dask_jobqueue
+    except ImportError as err:
+        raise ImportError(f"executor {executor!r} needs dask-jobqueue: pip install 'ssdlib[grid]'") from err
+    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[executor]
+    prologue = list(dask.config.get(f"jobqueue.{executor}.job-script-prologue", None) or [])
+    prologue += [f"export {k}={shlex.quote(v)}" for k, v in env.items() if k != "NUMBA_CACHE_DIR"]
+    if not any("NUMBA_CACHE_DIR" in line for line in prologue):
+        prologue.append('export NUMBA_CACHE_DIR="${TMPDIR:-/tmp}/ssdlib-numba-$USER"')
+    with dask.config.set(_defaults_unset(CLUSTER_CONFIG)):
+        return cls(job_script_prologue=prologue)
+
+
+def _defaults_unset(config: dict) -> dict:
+    """The entries of ``config`` the user's Dask configuration leaves at Dask's default."""
+    import dask
+    defaults = {"distributed.scheduler.worker-ttl": "5 minutes"}
+    return {k: v for k, v in config.items() if str(dask.config.get(k, None)) == defaults.get(k, str(None))}
+
+
+def _frame(records: Iterable[dict]) -> pd.DataFrame:
+    return pd.DataFrame(list(records), columns=REPORT_COLUMNS)
+
+
+def _check(report: pd.DataFrame, raise_errors: bool) -> pd.DataFrame:
+    bad = report[report.status != "ok"]
+    if raise_errors and len(bad):
+        own = bad[bad.status == "error"]
+        lines = [str(e) for e in own.error]
+        message = (f"{len(own)} of {len(report)} grid jobs failed ({(bad.status == 'skipped').sum()} more skipped "
+                   "because they needed one):\n" + "\n".join(lines))
+        raise GridError(message, report)
+    return report
+
+
+def _jobs(jobs) -> list[Job]:
+    jobs = jobs.jobs if isinstance(jobs, Plan) else list(jobs)
+    seen = set()
+    for job in jobs:
+        missing = [d for d in job.deps if d not in seen]
+        if missing:
+            raise ValueError(f"job {job.name} needs {missing} before it; pass a Plan or jobs in dependency order")
+        seen.add(job.name)
+    return jobs
+
+
+def _run_local(jobs: list[Job], threads: int, progress: bool) -> list[dict]:
+    from .jobs import _attack_parts
+    _attack_parts.cache_clear()  # oracles rebuilt from this grid's cache, not from an earlier grid's
+    records: dict[str, dict] = {}
+    for job in tqdm(jobs, desc="grid (in-process)", unit="job", disable=not progress):
+        records[job.name] = run_job(job.to_dict(), *(records[d] for d in job.deps), threads=threads)
+    return list(records.values())
+
+
+def _gpu_resources(client) -> bool:
+    """Whether any worker advertises a ``GPU`` resource (every worker, not the first few)."""
+    import inspect
+    kwargs = {"n_workers": -1} if "n_workers" in inspect.signature(client.scheduler_info).parameters else {}
+    workers = client.scheduler_info(**kwargs).get("workers", {})
+    return any("GPU" in (w.get("resources") or {}) for w in workers.values())
+
+
+def _run_dask(jobs: list[Job], client, threads: int, progress: bool) -> list[dict]:
+    from distributed import as_completed
+    if progress:
+        print(f"[grid] {len(jobs)} jobs on {client}; dashboard: {client.dashboard_link}", file=sys.stderr,
+              flush=True)
+    gpus = _gpu_resources(client)
+    futures = {}
+    for job in jobs:
+        futures[job.name] = client.submit(
+            run_job, job.to_dict(), *(futures[d] for d in job.deps), threads=threads, key=job.name, pure=False,
+            resources={"GPU": 1} if gpus and job.gpu else None)
+    records = {}
+    for future in tqdm(as_completed(list(futures.values())), total=len(futures), desc="grid (dask)", unit="job",
+                       disable=not progress):
+        if future.status == "error":  # not the job's own failure (run_job never raises): the worker or Dask
+            err = future.exception()
+            records[future.key] = {"job": future.key, "status": "error", "cached": False, "computed": 0,
+                                   "artifacts": [], "seconds": 0.0,
+                                   "error": f"grid job {future.key} failed on Dask: {type(err).__name__}: {err}"}
+        else:
+            records[future.key] = future.result()
+    return [records[j.name] for j in jobs]
+
+
+def run_grid(jobs, executor="local", *, workers: int | None = None, threads: int | None = None,
+             progress: bool = True, raise_errors: bool = True) -> pd.DataFrame:
+    """Run ``jobs`` (a :class:`~ssdlib.grid.plan.Plan`, or :class:`~ssdlib.grid.jobs.Job` s in dependency order) and
+    return the report, one row per job in plan order (:data:`REPORT_COLUMNS`).
+
+    ``executor``: ``"local"`` (in-process), ``"processes"``, ``"cuda"``, ``"slurm"``, ``"pbs"``, a scheduler
+    address or a ``distributed.Client`` (left open). ``workers``: processes (``processes``), GPUs (``cuda``, default
+    all) or batch jobs (``slurm``/``pbs``). ``threads``: torch threads per job on every path (default
+    ``$SSD_GRID_THREADS``, else 1); the same setting gives bit-identical results in-process and on a worker.
+    Raises :class:`GridError` naming every failed job's configuration (unless ``raise_errors=False``)."""
+    jobs = _jobs(jobs)
+    threads = job_threads(threads)
+    start = time.perf_counter()
+    if executor == "local":
+        records = _run_local(jobs, threads, progress)
+    else:
+        client, cluster = make_client(executor, workers=workers, threads=threads)
+        try:
+            records = _run_dask(jobs, client, threads, progress)
+        finally:
+            if client is not executor:  # a Client passed in stays open
+                client.close()
+            if cluster is not None:
+                cluster.close()
+    report = _frame(records)
+    report.attrs["wall_seconds"] = time.perf_counter() - start
+    report.attrs["executor"] = executor if isinstance(executor, str) else type(executor).__name__
+    return _check(report, raise_errors)
