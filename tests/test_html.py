@@ -237,3 +237,11 @@ def test_results_tables_have_no_blank_or_nan_cells():
     for page in sorted((HTML / "executed").glob("*.html")):
         blanks = BLANK_CELL.findall(page.read_text())
         assert not blanks, f"{page.name}: {len(blanks)} blank or NaN cells, e.g. {blanks[0]}"
+
+
+@needs_book
+@pytest.mark.book
+def test_no_stray_return_values_on_the_pages():
+    """A cell ending in a call that returns a path (save_table, savefig) prints it; the reader sees noise."""
+    for page in sorted((HTML / "executed").glob("*.html")):
+        assert "PosixPath(" not in page.read_text(), f"{page.name} shows a stray PosixPath(...) output"
