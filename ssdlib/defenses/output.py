@@ -52,6 +52,13 @@ class OutputPerturbation:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params().items())})"
 
 
+def _positive_int(name: str, value) -> int:
+    """``value`` if it is a positive int (not a bool), else a ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 class Rounding(OutputPerturbation):
     """Every entry rounded to ``decimals`` decimals (half to even, as ``np.around`` and ART's ``Rounded``); rows are
     not renormalised, as an API that rounds would not."""
@@ -59,9 +66,7 @@ class Rounding(OutputPerturbation):
     name = "rounding"
 
     def __init__(self, decimals: int = 3):
-        if not isinstance(decimals, int) or isinstance(decimals, bool) or decimals < 1:
-            raise ValueError(f"decimals must be a positive integer, got {decimals!r}")
-        self.decimals = decimals
+        self.decimals = _positive_int("decimals", decimals)
 
     def params(self) -> dict:
         return {"decimals": self.decimals}
@@ -127,9 +132,7 @@ class TopK(OutputPerturbation):
     name = "top_k"
 
     def __init__(self, k: int = 1):
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        self.k = k
+        self.k = _positive_int("k", k)
 
     def params(self) -> dict:
         return {"k": self.k}
