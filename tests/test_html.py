@@ -216,14 +216,16 @@ VISIBLE_SEARCH = """return [...document.querySelectorAll('.search-button-field')
 
 @needs_book
 @pytest.mark.book
-def test_one_search_box_and_the_book_title_uncovered_at_desktop_width(chrome):
+def test_one_search_box_and_the_book_title_uncovered_at_desktop_width():
     """The theme's header bar repeated the sidebar's search box and covered the title (book/_theme/ssd.css)."""
-    chrome.set_window_size(1280, 900)
+    chrome = start_chrome(1280, 900)  # its own browser: the shared one's state after other pages is not at issue
+    request_quit = chrome.quit
     chrome.get((HTML / "book" / "intro.html").as_uri())
     assert chrome.execute_script(VISIBLE_SEARCH) == 1
     title = chrome.execute_script("const r = document.querySelector('.logo__title').getBoundingClientRect();"
                                   "return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2)"
                                   ".closest('.logo__title') !== null")
+    request_quit()
     assert title, "the book title is covered"
 
 
