@@ -1,5 +1,7 @@
 # One entry point for the README's commands:
 #   make book            build the book at SCALE (default cpu), creating .venv when missing
+#   make book SCALE=paper DRY_RUN=1   the paper path with every loop capped, on CPU, into executed/dry-run/ and a
+#                        cache of its own (SSD_CACHE_DIR, default ~/.cache/ssdlib-dry-run/SCALE); builds no html
 #   make test            run the test suite
 # Variables: SCALE=smoke|cpu|paper, RUN_ARGS="--only solver -p batch 512", PYTEST_ARGS="-m 'not slow'", TORCH_SPEC,
 # TORCH_INDEX (a CPU-only user: https://download.pytorch.org/whl/cpu) and EXTRAS (GPU users: see README: a CUDA
@@ -14,6 +16,8 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 EXTRAS ?= book,test,faces,kernels,grid,art,dp
 RUN_ARGS ?=
+DRY_RUN ?=
+DRY := $(filter 1 yes true,$(DRY_RUN))
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -47,12 +51,13 @@ $(MATHJAX):
 	rm -rf _mathjax/npm
 
 notebooks: $(STAMP)
-	$(BIN)/python -m ssdlib.reporting.runner --scale $(SCALE) $(RUN_ARGS)
+	$(BIN)/python -m ssdlib.reporting.runner --scale $(SCALE) $(if $(DRY),--dry-run) $(RUN_ARGS)
 
 html: $(STAMP) $(MATHJAX)
 	$(BIN)/jupyter-book build . -W --keep-going
 
-book: notebooks html
+# A dry run checks the notebooks only: nothing of it is rendered or published.
+book: notebooks $(if $(DRY),,html)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -32,17 +32,20 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from .scales import dry_run
+
 __all__ = ["cache_dir", "config_hash", "fingerprint", "state_fingerprint", "temporary_path", "atomic_save", "cached",
            "CacheInfo", "CacheMiss", "recording", "forbid_compute", "environment", "FORBID_ENV", "LOG_ENV"]
 
 
 def cache_root() -> Path:
-    """``$SSD_CACHE_DIR``, else ``$XDG_CACHE_HOME/ssdlib``, else ``~/.cache/ssdlib``."""
+    """``$SSD_CACHE_DIR``, else ``$XDG_CACHE_HOME/ssdlib``, else ``~/.cache/ssdlib``; in the dry run
+    (:func:`ssdlib.scales.dry_run`) the default is ``ssdlib-dry-run`` beside it, so capped artifacts never mix in."""
     explicit = os.environ.get("SSD_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "ssdlib"
+    return Path(base).expanduser() / ("ssdlib-dry-run" if dry_run() else "ssdlib")
 
 
 def cache_dir(sub: str | None = None) -> Path:
@@ -207,6 +210,8 @@ def cached(kind: str, config: dict, compute: Callable[[Path | None], dict], *, n
     >>> payload["squares"], info.cached, info.key
     ([0, 1, 4], False, '389d42d9a576')
     """
+    if dry_run():  # a capped artifact has a key (and a stored configuration) of its own
+        config = {**config, "dry_run": True}
     key = config_hash(config)
     folder = cache_dir(kind) if enabled else None
     path = folder / f"{name + '-' if name else ''}{key}.pt" if folder is not None else None
@@ -231,7 +236,8 @@ def cached(kind: str, config: dict, compute: Callable[[Path | None], dict], *, n
     payload.setdefault("seconds", time.perf_counter() - start)
     payload["config"] = config
     payload["environment"] = {"torch": str(torch.__version__), "threads": torch.get_num_threads(),
-                              **dict(_ENVIRONMENT.get()), **dict(payload.get("environment") or {})}
+                              **dict(_ENVIRONMENT.get()), **dict(payload.get("environment") or {}),
+                              **({"dry_run": True} if dry_run() else {})}
     if path is not None:
         atomic_save(payload, path)
         partial.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ one. ``train_or_load`` keys the final weights by the configuration, the data's f
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import time
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from .cache import atomic_save, cached, fingerprint, state_fingerprint
 from .defenses import TrainingDefense, build_defense
 from .models.classifiers import ARCHITECTURES, FAMILIES, build_model
-from .scales import SCALES
+from .scales import SCALES, cap
 from .utils import resolve_device, seed_everything
 
 OPTIMIZERS = ("sgd", "adam")
@@ -229,7 +230,8 @@ def fit(model: nn.Module, train_set, valid_set=None, *, config: TrainConfig,
         net.train()
         defense.on_train(net)
         tot_loss, correct, seen, logs_sum = 0.0, 0, 0, {}
-        for x, y in _batches(train_set, config.batch_size, shuffle=True, augment=config.augment, generator=gen):
+        batches = _batches(train_set, config.batch_size, shuffle=True, augment=config.augment, generator=gen)
+        for x, y in itertools.islice(batches, cap("batches", None)):  # every batch, but one in the dry run
             x, y = x.to(device), y.to(device)
             loss, logs, logits = defense.loss(net, x, y, epoch, config.epochs)
             if not torch.isfinite(loss):

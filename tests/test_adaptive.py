@@ -156,3 +156,26 @@ def test_averaging_front_counts_real_queries_and_answers_the_estimate(toy):
     assert agree > single + 10
     with pytest.raises(ValueError, match="estimator"):
         AA.AveragingFront(inner, 5, T=0.1, estimator="median")
+
+
+def test_mirror_front_lines_judge_only_rows_large_enough():
+    """The sentences behind the averaging-attacker Mirror table: a paired verdict over classes at >= 300
+    reconstructions per row, the numbers without a verdict below that."""
+    import pandas as pd
+
+    from ssdlib.experiments.adaptive import UNDEFENDED, mirror_front_lines
+
+    classes = range(62)
+    frames = []
+    for variant, front, hit in [(UNDEFENDED, False, 3), ("plain SSD", False, 1), ("plain SSD", True, 3),
+                                ("exact hash", False, 1), ("exact hash", True, 1)]:
+        frames.append(pd.DataFrame({"class": list(classes), "n": 5, "hits@1": [hit - (c % 2) for c in classes],
+                                    "variant": variant, "front": front}))
+    per_class = pd.concat(frames, ignore_index=True)
+    summary = per_class.groupby(["variant", "front"], sort=False)["n"].sum().rename("images").reset_index()
+    plain, exact = mirror_front_lines(summary, per_class)
+    assert plain.startswith("**plain SSD**: Mirror 10.0% alone, 50.0% through") and "raises" in plain
+    assert "(undefended target 50.0%)" in plain
+    assert "does not change at this scale" in exact
+    few = mirror_front_lines(summary, per_class, min_images=1000)
+    assert all("fewer than the 1000 a verdict needs" in line and "raises" not in line for line in few)

@@ -50,6 +50,9 @@ def test_tsne_inputs_are_exactly_the_correctly_classified_test_outputs(monkeypat
     assert torch.equal(out["ssd"], SSD(table, T=0.3, eps=0.5, seed=7)(probs)[correct])
     xy = TS.embed(out["none"], seed=0)
     assert xy.shape == (int(correct.sum()), 2)
+    # one correct output or none (the paper dry run's barely trained target): nothing to embed, no sklearn error
+    assert TS.embed(out["none"][:1]).shape == (1, 2) and TS.embed(out["none"][:0]).shape == (0, 2)
+    assert TS.embed(out["none"][:2]).shape == (2, 2)
 
 
 def test_shown_groups_are_the_most_populated():

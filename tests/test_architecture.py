@@ -11,7 +11,8 @@ PACKAGE = REPO_ROOT / "ssdlib"
 #: The layers of ARCHITECTURE.md: a unit (top-level module or subpackage) may import its own modules and units of
 #: strictly lower layers, never a unit of its own or a higher layer.
 LAYERS = {
-    "utils": 0, "scales": 0, "cache": 0, "timing": 0, "paper": 0,
+    "utils": 0, "scales": 0, "timing": 0, "paper": 0,
+    "cache": 0.5,  # the one foundation above another: it reads the dry-run switch of `scales`
     "information": 1, "data": 1, "cache_archive": 1,
     "solver": 2,
     "defenses": 3, "models": 3,

@@ -153,3 +153,8 @@ def test_utility_findings_say_what_the_tables_show():
     table, s53 = U.section53(ours, 0.21, 0.14, "s2", "S2")
     assert s53["s53_ours_direction"] == "falls" and s53["s53_code_direction"] == "rises"
     assert s53["s53_verdict"] == "holds for the paper-settings row only" and len(table) == 3
+    # no correctly classified output carries information (an untrained target, e.g. in the paper dry run): the
+    # relative change is undefined, shown as n/a instead of a ZeroDivisionError
+    flat = ours.assign(cmi_correct=ours.cmi_correct.where(ours.defense != "none", 0.0))
+    table, s53 = U.section53(flat, 0.21, 0.14, "s2", "S2")
+    assert s53["s53_ours_change"] == "n/a" and table.change.iloc[1:].isna().all()

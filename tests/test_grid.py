@@ -167,6 +167,25 @@ def test_book_plan_reads_the_runner_profiles():
         G.plan_book("smoke", only=["nope"])
 
 
+def test_baselines_plan_holds_the_perturbation_and_dp_sgd_rows():
+    """The second block's planner: every perturbation row of each setting, and the DP-SGD rows (each after its own
+    DP-SGD target job) only for the settings of ``dp_settings``, as the page's attack_table calls ask."""
+    from ssdlib.experiments import attacks as A
+    plan = G.plan_notebook("baselines_mirror", "smoke", overrides={"dp_settings": ["lfw_vgg16"]})
+    setups = {(j.params["setting"], j.params["row"]) for j in plan if j.kind == "attack-setup"}
+    for s in ("lfw_ir152", "lfw_vgg16"):
+        assert {(s, r) for r in ("none", "ssd", *A.BASELINE_ROWS)} <= setups
+    assert {r for s, r in setups if r in A.DP_SGD_ROWS and s == "lfw_vgg16"} == set(A.DP_SGD_ROWS)
+    assert not any(r in A.DP_SGD_ROWS for s, r in setups if s == "lfw_ir152")
+    dp = {j.name: j for j in plan if j.kind == "dp-target"}
+    assert sorted(j.params["epsilon"] for j in dp.values()) == [1.0, 8.0]
+    for job in plan:
+        if job.kind == "attack-setup" and job.params["row"] in A.DP_SGD_ROWS:
+            assert set(job.deps) & set(dp), job.name  # attacked after its DP-SGD target is trained
+    from ssdlib.grid.plan import unplanned
+    assert unplanned(["baselines_mirror", "baselines_brep"]) == []
+
+
 def test_cli_plan_prints_the_jobs(capsys, tmp_path):
     from ssdlib.grid.__main__ import main
     assert main(["plan", "--scale", "smoke", "--only", "prior", "evaluation", "--json", str(tmp_path / "j.json")]) == 0

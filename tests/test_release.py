@@ -55,9 +55,10 @@ def base_requirements() -> list:
     return [requirements.Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
 
 
-def runtime_distributions() -> dict:
-    """The installed distributions that ssdlib's base dependencies need, transitively (no extras)."""
-    found, stack = {}, base_requirements()
+def runtime_distributions(extras: tuple[str, ...] = ()) -> dict:
+    """The installed distributions that ssdlib's base dependencies (plus those of ``extras``) need, transitively."""
+    extra_reqs = [requirements.Requirement(r) for e in extras for r in PYPROJECT["project"]["optional-dependencies"][e]]
+    found, stack = {}, base_requirements() + extra_reqs
     while stack:
         req = stack.pop()
         if req.marker is not None and not req.marker.evaluate({"extra": ""}):
@@ -68,7 +69,7 @@ def runtime_distributions() -> dict:
         try:
             found[name] = importlib.metadata.distribution(req.name)
         except importlib.metadata.PackageNotFoundError:
-            pytest.fail(f"{req.name}, which ssdlib needs at run time, is not installed here")
+            pytest.skip(f"{req.name}, which ssdlib{list(extras) or ''} needs at run time, is not installed here")
         stack.extend(requirements.Requirement(r) for r in found[name].requires or [])
     return found
 
@@ -110,14 +111,16 @@ def test_the_version_is_semantic_and_in_the_changelog():
     assert versions == sorted(versions, key=lambda v: tuple(map(int, v)), reverse=True), "newest version first"
 
 
-@pytest.mark.slow
-def test_the_wheel_installs_and_runs_in_a_clean_venv_without_extras(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """ssdlib's wheel, built offline from a copy of the sources (once per module)."""
     try:  # the build runs without isolation (offline): this environment's setuptools builds the wheel
         setuptools_version = importlib.metadata.version("setuptools")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("building the wheel offline needs setuptools here (the faces extra installs it)")
     if not SpecifierSet(">=77").contains(setuptools_version):
         pytest.skip(f"building the wheel needs setuptools >= 77 (pyproject.toml), this is {setuptools_version}")
+    tmp_path = tmp_path_factory.mktemp("wheel")
     src = tmp_path / "src"  # build from a copy: the build writes build/ and *.egg-info beside the sources
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -127,19 +130,30 @@ def test_the_wheel_installs_and_runs_in_a_clean_venv_without_extras(tmp_path):
         "-w", tmp_path / "dist")
     wheels = list((tmp_path / "dist").glob("ssdlib-*.whl"))
     assert [w.name.split("-")[1] for w in wheels] == [ssdlib.__version__]
-    names = zipfile.ZipFile(wheels[0]).namelist()
-    assert "ssdlib/paper/data/tables.csv" in names and "ssdlib/__init__.py" in names
-    assert not [n for n in names if n.split("/")[0] in ("tests", "notebooks", "book", "benchmarks")]
+    return wheels[0]
 
+
+def clean_venv(tmp_path, wheel, extras: tuple[str, ...] = ()):
+    """A venv holding only the wheel, which sees ssdlib's runtime dependencies (and ``extras``') through links to
+    this interpreter's copies; returns (its python, its site-packages, the extra import names it must not see)."""
     env = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", env)
     python = env / "bin" / "python"
-    run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheels[0])
+    run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel)
     site = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
-    runtime = runtime_distributions()
+    runtime = runtime_distributions(extras)
     link_distributions(runtime, tmp_path / "deps")
-    extras = sorted(extra_modules() - top_levels(runtime))  # a CUDA torch brings triton itself
     (tmp_path / "venv" / site / "runtime-deps.pth").write_text(str(tmp_path / "deps") + "\n")
+    return python, site, sorted(extra_modules() - top_levels(runtime))  # a CUDA torch brings triton itself
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_and_runs_in_a_clean_venv_without_extras(tmp_path, wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ssdlib/paper/data/tables.csv" in names and "ssdlib/__init__.py" in names
+    assert not [n for n in names if n.split("/")[0] in ("tests", "notebooks", "book", "benchmarks")]
+
+    python, site, extras = clean_venv(tmp_path, wheel)
     script = textwrap.dedent(f"""
         import importlib, importlib.metadata, importlib.util, pkgutil, sys
         import torch
@@ -168,6 +182,31 @@ def test_the_wheel_installs_and_runs_in_a_clean_venv_without_extras(tmp_path):
     out = run(python, "-c", script, cwd=tmp_path)  # cwd: the repository is not on the path
     assert out.startswith("ok " + ssdlib.__version__)
     assert "usage: python -m ssdlib.cache_archive" in run(python, "-m", "ssdlib.cache_archive", "--help")
+
+
+@pytest.mark.slow
+def test_the_art_extra_and_the_readme_example_run_in_a_clean_venv(tmp_path, wheel):
+    """``pip install "ssdlib[art]"``: the wheel declares ART under the ``art`` extra, and with that extra's
+    dependencies (and nothing else beyond the core) the README's example of SSD inside ART runs as written."""
+    pytest.importorskip("art", reason="the art extra is not installed here")
+    python, site, extras = clean_venv(tmp_path, wheel, ("art",))
+    readme = (REPO_ROOT / "README.md").read_text().split("## SSD inside IBM's Adversarial Robustness Toolbox", 1)[1]
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    script = textwrap.dedent(f"""
+        import importlib.metadata, importlib.util
+        requires = importlib.metadata.requires("ssdlib")
+        assert any(r.startswith("adversarial-robustness-toolbox") and 'extra == "art"' in r for r in requires), requires
+        assert importlib.util.find_spec("torchvision") is None, "ART came with its [pytorch] extra"
+        present = [m for m in {extras!r} if importlib.util.find_spec(m) is not None]
+        assert not present, f"the clean venv sees other extras: {{present}}"
+    """) + example + textwrap.dedent("""
+        import art, ssdlib
+        assert ssdlib.__file__.startswith(%r), ssdlib.__file__
+        assert answers.shape == (5, 10) and abs(answers.sum(-1) - 1).max() < 1e-5
+        print("ok", ssdlib.__version__, "art", art.__version__)
+    """ % site)
+    out = run(python, "-c", script, cwd=tmp_path)
+    assert out.startswith("ok " + ssdlib.__version__)
 
 
 def test_environment_yml_and_pyproject_agree():

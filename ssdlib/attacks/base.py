@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..blackbox import BlackBox, QueryBudgetExceeded
-from ..scales import check_scale
+from ..scales import budget, check_scale
 
 __all__ = ["Attack", "AttackResult", "check_oracle", "class_generator", "QueryBudgetExceeded"]
 
@@ -103,7 +103,7 @@ class Attack:
                             f"{type(prior).__name__}")
         self.prior = prior
         self.scale = check_scale(scale)
-        valid = {**self.EFFORT[scale], **self.DEFAULTS}
+        valid = {**budget(self.EFFORT, scale), **self.DEFAULTS}
         unknown = set(overrides) - set(valid)
         if unknown:
             raise ValueError(f"unknown {self.name} parameters {sorted(unknown)}; valid: {', '.join(sorted(valid))}")

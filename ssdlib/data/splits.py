@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..scales import cap as dry_cap
 from .faceset import FaceSet
 from .sources import load_faces
 
@@ -89,6 +90,7 @@ def private_split(dataset: str, root: str | os.PathLike | None = None, *, min_im
     if max_identities is not None and (not isinstance(max_identities, int) or max_identities < 1):
         raise ValueError(f"max_identities must be a positive integer or None, got {max_identities!r}")
     fractions = _check_fractions(fractions)
+    cap = dry_cap("images_per_identity", cap)  # the dry run loads every image but keeps a few per identity
 
     faces = load_faces(dataset, root, **load_kwargs)
     counts = faces.counts().tolist()
@@ -149,6 +151,7 @@ def public_set(root: str | os.PathLike | None = None, *, min_images_private: int
     if not names:
         raise ValueError(f"no public identity in {datasets} with {min_images}..{min_images_private - 1} images")
     sel = np.arange(len(names))
+    max_images = dry_cap("public_images", max_images)  # the dry run loads every image but keeps a seeded few
     if max_images is not None and max_images < len(names):
         sel = np.sort(np.random.default_rng(seed).choice(len(names), size=max_images, replace=False))
     classes = sorted({names[i] for i in sel})

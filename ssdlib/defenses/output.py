@@ -158,7 +158,24 @@ PERTURBATIONS: dict[str, type[OutputPerturbation]] = {c.name: c for c in (Roundi
 
 
 def build_perturbation(name: str, *, seed: int | None = None, **params) -> OutputPerturbation:
-    """The output perturbation ``name`` with ``params``; a randomised one's generator seeded by ``seed``."""
+    """The output perturbation ``name`` (a key of :data:`PERTURBATIONS`) with ``params``; a randomised one's
+    generator seeded by ``seed``. Each answers like SSD: ``perturbation(probs)``, or as a :class:`ssdlib.BlackBox`'s
+    defense.
+
+    >>> probs = torch.tensor([[0.6, 0.3, 0.1]])
+    >>> build_perturbation("top_k", k=2)(probs)
+    tensor([[0.6667, 0.3333, 0.0000]])
+    >>> build_perturbation("top_1")(probs)
+    tensor([[1., 0., 0.]])
+    >>> build_perturbation("rounding", decimals=1)(torch.tensor([[0.64, 0.36]]))
+    tensor([[0.6000, 0.4000]])
+    >>> noisy = build_perturbation("gaussian", scale=0.05, seed=0)
+    >>> bool(torch.equal(noisy(probs), build_perturbation("gaussian", scale=0.05, seed=0)(probs)))
+    True
+    >>> build_perturbation("blur")
+    Traceback (most recent call last):
+    ValueError: unknown output perturbation 'blur'; valid: rounding, gaussian, reverse_sigmoid, top_k, top_1
+    """
     if name not in PERTURBATIONS:
         raise ValueError(f"unknown output perturbation {name!r}; valid: {', '.join(PERTURBATIONS)}")
     cls = PERTURBATIONS[name]

@@ -19,7 +19,7 @@ from ..defenses import SSD
 from ..attacks import build_attack
 from ..metrics import utility_metrics
 from ..metrics.attack import attack_effort, attack_metrics, prior_samples
-from ..scales import check_scale
+from ..scales import budget, check_scale
 from ..training import predict_proba
 from ..utils import resolve_device
 from .attack_runs import METRICS, OracleFactory, attack_runs
@@ -77,7 +77,7 @@ def temperature_grid(name: str, scale: str, temperatures=None) -> list[dict]:
     """The T points of setting ``name``: ``NO`` first, then the union of ``temperatures`` (default the scale's
     grid) and the paper's values of T, ascending; eps, entropy and q^y as the paper's settings of ``name``."""
     base = ssd_params(name, "ssd")
-    values = sorted({*(GRIDS[check_scale(scale)]["T"] if temperatures is None else temperatures),
+    values = sorted({*(budget(GRIDS, scale)["T"] if temperatures is None else temperatures),
                      *_paper_values("T")})
     return [{**base, "T": NO}] + [{**base, "T": float(t)} for t in values]
 
@@ -89,7 +89,7 @@ def distortion_grid(name: str, scale: str, epsilons=None, budgets=BUDGETS) -> li
     unknown = [b for b in budgets if b not in BUDGETS]
     if unknown:
         raise ValueError(f"unknown budgets {unknown}; valid: {', '.join(BUDGETS)}")
-    values = sorted({*(GRIDS[check_scale(scale)]["eps"] if epsilons is None else epsilons), base["eps"]})
+    values = sorted({*(budget(GRIDS, scale)["eps"] if epsilons is None else epsilons), base["eps"]})
     return [{**base, "eps": float(e), **({"budget": "constant"} if b == "constant" else {})}
             for b in budgets for e in values]
 
@@ -126,7 +126,7 @@ def utility_of_points(name: str, scale: str, points, *, ssd_seeds=None, seed: in
     """Test accuracy (%), Avg L1 and Max L1 of the test outputs through SSD at each point, one row per (point,
     SSD seed)."""
     device = resolve_device(device)
-    ssd_seeds = GRIDS[check_scale(scale)]["ssd_seeds"] if ssd_seeds is None else ssd_seeds
+    ssd_seeds = budget(GRIDS, scale)["ssd_seeds"] if ssd_seeds is None else ssd_seeds
     data = private_data(setting(name).dataset, scale, seed=seed, root=root)
     records, base = [], None
     for point in points:
@@ -163,9 +163,9 @@ def attack_points(name: str, scale: str, attack: str, points, *, classes: int | 
     seed), and the per-class hits (``point``, ``attack_seed``, ``class``, ``hits@1``, ``hits@5``, ``n``)."""
     check_scale(scale)
     device = resolve_device(device)
-    grid = GRIDS[scale]
+    grid = budget(GRIDS, scale)
     seeds = grid["seeds"] if seeds is None else seeds
-    protocol = PROTOCOL[scale]
+    protocol = budget(PROTOCOL, scale)
     data = private_data(setting(name).dataset, scale, seed=seed, root=root)
     targets = list(range(min(classes or grid["classes"], data.num_classes)))
     evaluator = train_or_load_evaluator(data, seed=seed)

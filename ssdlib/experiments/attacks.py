@@ -27,11 +27,12 @@ from ..attacks import ATTACKS, build_attack
 from ..defenses import OUTPUT_PERTURBATIONS, REGISTRY, TRAINING_DEFENSES
 from ..metrics.attack import attack_effort, attack_metrics, prior_samples
 from ..priors import train_prior
-from ..scales import check_scale
+from ..scales import budget, check_scale
 from ..utils import resolve_device
 from .attack_runs import METRICS, OracleFactory, attack_runs
 from .calibration import calibrated_temperature
 from .ceiling import white_box_latents
+from .dpsgd import DP_ROWS, dp_oracle, dp_row_title
 from .evaluators import train_or_load_evaluator
 from .perturbations import perturbation_oracle
 from .settings import SSD_VARIANT_TITLES, SSD_VARIANTS, defense_params, setting
@@ -56,12 +57,16 @@ ROWS = (*TRAINING_DEFENSES, *SSD_ROWS)
 #: perturbation, its parameter matched to SSD's Avg L1 (:mod:`.perturbations`). Not in :data:`ROWS`: pages ask
 #: for them.
 BASELINE_ROWS = OUTPUT_PERTURBATIONS
+#: Rows beyond the paper, in the same second block: the target trained with DP-SGD at each budget
+#: (:mod:`.dpsgd`), released without an output defense. Not in :data:`ROWS`: pages ask for them.
+DP_SGD_ROWS = tuple(DP_ROWS)
 #: The reference rows every table carries: random prior samples (the floor) and the white-box ceiling.
 REFERENCE_ROWS = {"prior": "prior only", "ceiling": "white-box ceiling"}
 #: Short row labels for figures.
 ROW_LABELS = {"none": "none", "mid": "MID", "bido": "BiDO", "ls": "LS", "tl": "TL", "ssd": "SSD",
               "ssd_code": "SSD (code)", CALIBRATED: "SSD (T cal.)", TRAIN_Q: "SSD (q train)", "prior": "prior",
-              "ceiling": "ceiling", **{r: REGISTRY[r].title for r in BASELINE_ROWS}}
+              "ceiling": "ceiling", **{r: REGISTRY[r].title for r in BASELINE_ROWS},
+              **{r: f"DP ε={DP_ROWS[r]:g}" for r in DP_SGD_ROWS}}
 #: The title of the calibrated row.
 CALIBRATED_TITLE = "SSD (T cal., ours)"
 #: Classes attacked per row and images kept per class at each scale (the paper: the first 100 classes, 5 images
@@ -88,6 +93,8 @@ def row_title(row: str) -> str:
         return CALIBRATED_TITLE
     if row == TRAIN_Q:
         return SSD_VARIANT_TITLES["ssd"] + ", q from train"
+    if row in DP_SGD_ROWS:
+        return dp_row_title(row)
     return SSD_VARIANT_TITLES[row] if row in SSD_VARIANTS else REGISTRY[row].title
 
 
@@ -96,11 +103,13 @@ def oracle_factory(name: str, row: str, scale: str, *, mode: str = "soft", devic
     """``(factory, target_key, params)``: the :class:`OracleFactory` of setting ``name`` defended as ``row`` (an SSD
     row's defense seeded per run and class from ``seed``), the cache key of the model behind it, and the
     defense's parameters."""
-    if row not in ROWS and row not in BASELINE_ROWS:
-        raise ValueError(f"unknown row {row!r}; valid: {', '.join((*ROWS, *BASELINE_ROWS))}")
+    if row not in ROWS and row not in BASELINE_ROWS and row not in DP_SGD_ROWS:
+        raise ValueError(f"unknown row {row!r}; valid: {', '.join((*ROWS, *BASELINE_ROWS, *DP_SGD_ROWS))}")
     if row in BASELINE_ROWS:
         return perturbation_oracle(name, row, scale, mode=mode, device=device, seed=seed, root=root,
                                    progress=progress)
+    if row in DP_SGD_ROWS:
+        return dp_oracle(name, row, scale, mode=mode, device=device, seed=seed, root=root, progress=progress)
     device = resolve_device(device)
     label = f"{name}/{row}"
     if row in TRAINING_DEFENSES:
@@ -144,7 +153,7 @@ def _attack_context(name: str, scale: str, classes: int | None, *, seed: int, ro
     """What every attack experiment of setting ``name`` starts from: the scale's protocol, the private data, the
     attacked classes (the first ``classes``, default the protocol's), the evaluation classifier and the prior."""
     check_scale(scale)
-    protocol = PROTOCOL[scale]
+    protocol = budget(PROTOCOL, scale)
     data = private_data(setting(name).dataset, scale, seed=seed, root=root)
     targets = list(range(min(classes or protocol["classes"], data.num_classes)))
     evaluator = train_or_load_evaluator(data, seed=seed)

@@ -17,7 +17,7 @@ import torch
 from .. import paper
 from ..cache import cached
 from ..priors import train_prior
-from ..scales import check_scale
+from ..scales import budget_value
 from ..utils import resolve_device
 from .settings import setting, ssd_params
 from .targets import train_target
@@ -83,7 +83,7 @@ def generated_outputs(name: str, scale: str, *, samples: int | None = None, seed
     """The undefended target's probabilities on ``samples`` prior samples (the images an attacker starts from),
     ``[samples, C]``, CPU float32."""
     device = resolve_device(device)
-    samples = samples or CALIBRATION_SAMPLES[check_scale(scale)]
+    samples = samples or budget_value(CALIBRATION_SAMPLES, scale, "samples")
     model, _ = train_target(name, "none", scale, device=device, seed=seed, root=root, progress=False)
     prior, _ = train_prior(scale, root=root, seed=seed, device=device, progress=False)
     z = prior.sample(samples, torch.Generator().manual_seed(10_000 + seed))
@@ -107,7 +107,7 @@ def calibrated_temperature(name: str, scale: str, *, variant: str = "ssd", seed:
     config = {"kind": "ssd-temperature", "rule": "uniform tail; clipped at MAX_T", "setting": name,
               "target": info["key"], "prior": prior.key,
               "variant": variant, "paper_T": params["T"], "paper_classes": paper_classes(name),
-              "samples": CALIBRATION_SAMPLES[check_scale(scale)], "seed": seed}
+              "samples": budget_value(CALIBRATION_SAMPLES, scale, "samples"), "seed": seed}
 
     def compute(_):
         probs = generated_outputs(name, scale, seed=seed, root=root, device=device)

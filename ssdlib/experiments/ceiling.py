@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..cache import cached
-from ..scales import check_scale
+from ..scales import budget
 
 __all__ = ["CEILING_RECIPES", "max_margin_loss", "white_box_latents"]
 
@@ -52,7 +52,7 @@ def _optimise(model: nn.Module, prior, z: torch.Tensor, labels: torch.Tensor, re
 def white_box_latents(model: nn.Module, prior, classes, scale: str, *, target_key: str, seed: int = 0,
                       progress: bool = False, cache: bool = True, **overrides) -> tuple[torch.Tensor, torch.Tensor]:
     """``(latents [len(classes) * starts, d], labels)`` of the white-box ceiling against ``model`` (cached)."""
-    recipe = {**CEILING_RECIPES[check_scale(scale)], **overrides}
+    recipe = {**budget(CEILING_RECIPES, scale), **overrides}
     classes = [int(c) for c in classes]
     config = {"kind": "white-box-ceiling", "target": str(target_key), "prior": prior.key, "classes": classes,
               "recipe": recipe, "seed": int(seed)}

@@ -11,6 +11,7 @@ here, not :func:`ssdlib.training.fit`: Opacus replaces the optimizer and the dat
 """
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 
@@ -22,13 +23,16 @@ from tqdm.auto import tqdm
 
 from ..cache import cached, state_fingerprint
 from ..models.classifiers import build_model
-from ..scales import check_scale
-from ..training import body_state, evaluate
+from ..scales import budget, cap, check_scale
+from ..metrics import utility_metrics
+from ..training import body_state, predict_proba
 from ..utils import resolve_device
+from .attack_runs import OracleFactory
 from .settings import setting
-from .targets import private_data, public_backbone
+from .targets import private_data, public_backbone, train_target
 
-__all__ = ["EPSILONS", "DELTA", "MAX_GRAD_NORM", "DP_RECIPES", "dp_model", "train_dp_target", "dp_utility"]
+__all__ = ["EPSILONS", "DELTA", "MAX_GRAD_NORM", "DP_RECIPES", "DP_ROWS", "dp_row_title", "dp_model",
+           "train_dp_target", "dp_oracle", "dp_utility"]
 
 #: The two privacy budgets (epsilon) every setting is trained at: a strong and a loose one.
 EPSILONS = (1.0, 8.0)
@@ -39,6 +43,15 @@ MAX_GRAD_NORM = 1.0
 #: DP-SGD recipes per scale (SGD without momentum or weight decay, Poisson batches of this expected size).
 DP_RECIPES = {"smoke": dict(epochs=1, batch_size=32, lr=0.5), "cpu": dict(epochs=15, batch_size=128, lr=0.5),
               "paper": dict(epochs=50, batch_size=256, lr=0.5)}
+#: The DP-SGD rows of the attack tables (second block, ours), by their budget epsilon: ``dp_eps1``, ``dp_eps8``.
+DP_ROWS = {f"dp_eps{e:g}": e for e in EPSILONS}
+
+
+def dp_row_title(row: str) -> str:
+    """The display name of a DP-SGD row: ``dp_eps1`` -> "DP-SGD (ε = 1)"."""
+    if row not in DP_ROWS:
+        raise ValueError(f"unknown DP-SGD row {row!r}; valid: {', '.join(DP_ROWS)}")
+    return f"DP-SGD (ε = {DP_ROWS[row]:g})"
 
 
 def dp_model(family: str, num_classes: int, scale: str, init_state: dict | None = None) -> nn.Module:
@@ -74,7 +87,7 @@ def train_dp_target(name: str, scale: str, epsilon: float, *, delta: float = DEL
     s = setting(name)
     data = private_data(s.dataset, scale, seed=seed, root=root)
     init = body_state(public_backbone(s.family, scale, seed=seed, root=root, device=device, progress=progress))
-    recipe = DP_RECIPES[scale]
+    recipe = budget(DP_RECIPES, scale)
     config = {"kind": "dp-target", "setting": name, "scale": scale, "epsilon": float(epsilon), "delta": float(delta),
               "max_grad_norm": MAX_GRAD_NORM, "recipe": recipe, "seed": int(seed), "init": state_fingerprint(init),
               "train": [len(data.train), data.num_classes]}
@@ -96,7 +109,7 @@ def train_dp_target(name: str, scale: str, epsilon: float, *, delta: float = DEL
             start = time.perf_counter()
             private.train()
             for _ in tqdm(range(recipe["epochs"]), desc=f"DP-SGD {name} eps={epsilon:g}", disable=not progress):
-                for x, y in loader:
+                for x, y in itertools.islice(loader, cap("batches", None)):  # one batch in the dry run
                     if not len(x):  # Poisson sampling can draw an empty batch
                         continue
                     optimizer.zero_grad(set_to_none=True)
@@ -116,17 +129,33 @@ def train_dp_target(name: str, scale: str, epsilon: float, *, delta: float = DEL
                                      "train_seconds": payload["seconds"]}
 
 
+def dp_oracle(name: str, row: str, scale: str, *, mode: str = "soft", device=None, seed: int = 0, root=None,
+              progress: bool = False) -> tuple[OracleFactory, str, dict]:
+    """``(factory, target_key, params)`` of setting ``name``'s DP-SGD target of ``row`` (a key of :data:`DP_ROWS`),
+    released without any output defense, as the attack tables take a row."""
+    if row not in DP_ROWS:
+        raise ValueError(f"unknown DP-SGD row {row!r}; valid: {', '.join(DP_ROWS)}")
+    model, info = train_dp_target(name, scale, DP_ROWS[row], seed=seed, device=device, root=root, progress=progress)
+    params = {"dp_epsilon": info["epsilon"], "delta": info["delta"], "epsilon_spent": info["epsilon_spent"],
+              "noise_multiplier": info["noise_multiplier"], "max_grad_norm": MAX_GRAD_NORM}
+    return OracleFactory(model, mode=mode, name=f"{name}/{row}", seed=seed), info["key"], params
+
+
 def dp_utility(name: str, scale: str, epsilons=EPSILONS, *, delta: float = DELTA, seed: int = 0, device=None,
                root=None, progress: bool = False) -> pd.DataFrame:
-    """Test accuracy of setting ``name``'s DP-SGD targets, one row per budget, with epsilon (asked and spent),
-    delta, the noise multiplier and the training minutes."""
+    """Table 3's columns for setting ``name``'s DP-SGD targets, one row per budget: test accuracy, and Avg / Max L1
+    and CMI of their test outputs against the undefended target's (as for the training-time defenses), with epsilon
+    (asked and spent), delta, the noise multiplier and the training minutes."""
+    device = resolve_device(device)
     data = private_data(setting(name).dataset, scale, seed=seed, root=root)
+    undefended, _ = train_target(name, "none", scale, device=device, seed=seed, root=root, progress=progress)
+    base = predict_proba(undefended, data.test, device=device)
     rows = []
     for eps in epsilons:
         model, info = train_dp_target(name, scale, eps, delta=delta, seed=seed, device=device, root=root,
                                       progress=progress)
+        metrics = utility_metrics(base, predict_proba(model, data.test, device=device), data.test.labels)
         rows.append({"setting": name, "row": f"dp_eps{eps:g}", "epsilon": eps, "epsilon spent": info["epsilon_spent"],
-                     "delta": delta, "noise multiplier": info["noise_multiplier"],
-                     "test_acc": 100 * evaluate(model, data.test, device=device)["accuracy"],
+                     "delta": delta, "noise multiplier": info["noise_multiplier"], **metrics,
                      "train_minutes": info["train_seconds"] / 60, "cached": info["cached"]})
     return pd.DataFrame(rows)

@@ -34,7 +34,7 @@ from ..metrics.attack import attack_effort, attack_metrics
 from ..metrics.utility import utility_metrics
 from ..models.classifiers import build_model
 from ..priors.external import load_prior
-from ..scales import check_scale
+from ..scales import budget, check_scale
 from ..training import TrainConfig, body_state, predict_proba, train_or_load
 from ..utils import data_root, resolve_device
 from .attack_runs import METRICS, OracleFactory, attack_runs
@@ -106,7 +106,7 @@ def ssd_params() -> dict:
 
 @functools.lru_cache(maxsize=2)
 def _private(scale: str, seed: int, root: str) -> D.PrivateData:
-    return D.private_split(DATASET, root, seed=seed, size=IMAGE_SIZE, **PRIVATE_LIMITS[scale])
+    return D.private_split(DATASET, root, seed=seed, size=IMAGE_SIZE, **budget(PRIVATE_LIMITS, scale))
 
 
 def private_data(scale: str, *, seed: int = 0, root=None) -> D.PrivateData:
@@ -120,7 +120,7 @@ def train_target(defense: str, scale: str, *, device=None, seed: int = 0, root=N
     pretrained on the public faces at 224x224, with the scale's recipes (TL freezes the backbone's first layers)."""
     params = defense_params(defense)
     data = private_data(scale, seed=seed, root=root)
-    public = D.public_set(str(data_root(root)), seed=seed, size=IMAGE_SIZE, **PRETRAIN_LIMITS[scale])
+    public = D.public_set(str(data_root(root)), seed=seed, size=IMAGE_SIZE, **budget(PRETRAIN_LIMITS, scale))
     pre = TrainConfig(family=FAMILY, scale=scale, num_classes=public.num_classes, **pretrain_recipe(scale))
     backbone, _ = train_or_load(pre, public, None, device=device, progress=progress)
     init = body_state(backbone)

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from .. import paper
-from ..scales import check_scale
+from ..scales import budget
 from ..utils import resolve_device
 from .settings import setting
 from .solver import overhead_percent, ssd_overhead
@@ -90,7 +90,7 @@ def cost_row(name: str, scale: str, *, variant: str = "ssd", batch: int | None =
              seed: int = 0, root=None, device=None) -> dict:
     """Table 5's row of setting ``name``: seconds of ``inferences`` forward passes over a batch of test samples
     without SSD, with SSD (``variant``, seeded by ``seed``) and of SSD alone, and the overhead in %."""
-    protocol = PROTOCOL[check_scale(scale)]
+    protocol = budget(PROTOCOL, scale)
     batch, inferences = int(batch or protocol["batch"]), int(inferences or protocol["inferences"])
     device = resolve_device(device)
     data = private_data(setting(name).dataset, scale, seed=seed, root=root)

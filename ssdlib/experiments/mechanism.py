@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ..scales import check_scale
+from ..scales import budget_value
 from ..utils import resolve_device
 from .attacks import CALIBRATED_BASE, attack_prior, oracle_factory, row_title
 from .calibration import CALIBRATION_SAMPLES, label_survival, synthetic_outputs
@@ -29,7 +29,7 @@ def _images(name: str, scale: str, *, seed: int, root, device) -> dict[str, torc
     """The private test images of setting ``name`` and as many generated images (decoded prior samples)."""
     data = private_data(setting(name).dataset, scale, seed=seed, root=root)
     prior, _ = attack_prior(scale, seed=seed, root=root, device=device, progress=False)
-    n = CALIBRATION_SAMPLES[check_scale(scale)]
+    n = budget_value(CALIBRATION_SAMPLES, scale, "samples")
     z = prior.sample(n, torch.Generator().manual_seed(20_000 + seed))
     return {"private test": data.test.float_images(), "generated": prior.decode(z)}
 

@@ -133,11 +133,13 @@ def label_agreement(base: torch.Tensor, out: torch.Tensor) -> float:
 
 
 def block_lines(per_class: pd.DataFrame, rows, *, titles: dict | None = None, attack_titles: dict | None = None,
-                against=("none", MATCHED_TO)) -> list:
+                row_titles: dict | None = None, against=("none", MATCHED_TO)) -> list:
     """One Markdown bullet per (setting, attack) of the second block: whether the attack beats random prior samples
     (else no row is judged, as in the paper rows' verdicts), then each of ``rows`` against the undefended target and
-    against SSD by the paired rule over classes (:func:`.verdicts.compare`)."""
+    against SSD by the paired rule over classes (:func:`.verdicts.compare`). ``row_titles`` names rows that are not
+    defenses of the registry (the DP-SGD targets)."""
     titles = titles or {}
+    row_titles = {**{r: d.title for r, d in REGISTRY.items()}, MATCHED_TO: "SSD (paper)", **(row_titles or {})}
     words = {"lower": "lower than", "higher": "higher than", "inconclusive": "not distinguishable at this scale from"}
     lines = []
     for (s, a), part in per_class.groupby(["setting", "attack"], sort=False):
@@ -151,10 +153,9 @@ def block_lines(per_class: pd.DataFrame, rows, *, titles: dict | None = None, at
         for row in rows:
             if row not in by_row:
                 continue
-            verdicts = [f"{words[c.verdict]} {REGISTRY[ref].title if ref != MATCHED_TO else 'SSD (paper)'} "
-                        f"({c.describe()})" for ref in against if ref in by_row
-                        for c in [compare(by_row[ref], by_row[row])]]
-            parts.append(f"{REGISTRY[row].title}: " + "; ".join(verdicts))
+            verdicts = [f"{words[c.verdict]} {row_titles.get(ref, ref)} ({c.describe()})" for ref in against
+                        if ref in by_row for c in [compare(by_row[ref], by_row[row])]]
+            parts.append(f"{row_titles.get(row, row)}: " + "; ".join(verdicts))
         lines.append(f"{head}: " + ". ".join(parts) + ".")
     return lines
 

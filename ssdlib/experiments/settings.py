@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .. import paper
 from ..defenses import TRAINING_DEFENSES
-from ..scales import check_scale
+from ..scales import budget
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,9 @@ def ssd_params(name: str, variant: str = "ssd") -> dict:
 
 def recipe(scale: str, name: str | None = None) -> dict:
     """The fine-tuning recipe of ``scale`` for setting ``name`` (a copy)."""
-    return {**RECIPES[check_scale(scale)], **RECIPE_OVERRIDES.get((scale, name), {})}
+    return {**budget(RECIPES, scale), **RECIPE_OVERRIDES.get((scale, name), {})}
 
 
 def pretrain_recipe(scale: str, family: str | None = None) -> dict:
     """The recipe of the public ``family`` backbone at ``scale`` (a copy)."""
-    return {**PRETRAIN_RECIPES[check_scale(scale)], **PRETRAIN_OVERRIDES.get((scale, family), {})}
+    return {**budget(PRETRAIN_RECIPES, scale), **PRETRAIN_OVERRIDES.get((scale, family), {})}

@@ -12,7 +12,7 @@ from torch import nn
 
 from .. import data as D
 from ..defenses import SSD, TransferLearning, build_defense, estimate_q_table
-from ..scales import check_scale
+from ..scales import budget, check_scale
 from ..cache import state_fingerprint
 from ..training import TrainConfig, body_state, evaluate, predict_proba, train_or_load
 from ..utils import data_root
@@ -28,7 +28,7 @@ def default_config(family: str, scale: str, num_classes: int, defense: str = "no
 
 @functools.lru_cache(maxsize=8)
 def _private(dataset: str, scale: str, seed: int, root: str) -> D.PrivateData:
-    return D.private_split(dataset, root, seed=seed, **PRIVATE_LIMITS[scale])
+    return D.private_split(dataset, root, seed=seed, **budget(PRIVATE_LIMITS, scale))
 
 
 def private_data(dataset: str, scale: str, *, seed: int = 0, root=None) -> D.PrivateData:
@@ -39,7 +39,7 @@ def private_data(dataset: str, scale: str, *, seed: int = 0, root=None) -> D.Pri
 
 @functools.lru_cache(maxsize=4)
 def _pretrain(scale: str, seed: int, root: str) -> D.FaceSet:
-    return D.public_set(root, seed=seed, **PRETRAIN_LIMITS[scale])
+    return D.public_set(root, seed=seed, **budget(PRETRAIN_LIMITS, scale))
 
 
 def pretraining_data(scale: str, *, seed: int = 0, root=None) -> D.FaceSet:

@@ -80,10 +80,13 @@ def shown_groups(groups: torch.Tensor, k: int = 10) -> torch.Tensor:
 
 def embed(probs: torch.Tensor, *, seed: int = 0, **params) -> np.ndarray:
     """2-d t-SNE of probability vectors (scikit-learn, Euclidean, seeded; :data:`TSNE_DEFAULTS` unless given);
-    the perplexity is capped below the number of points."""
+    the perplexity is capped below the number of points. One point or none (e.g. a target that classifies almost
+    nothing correctly) has nothing to embed: it sits at the origin, where t-SNE would raise."""
     from sklearn.manifold import TSNE
 
     x = probs.double().cpu().numpy()
+    if len(x) < 2:
+        return np.zeros((len(x), 2))
     kw = {**TSNE_DEFAULTS, **params}
     kw["perplexity"] = min(kw["perplexity"], max(1.0, (len(x) - 1) / 3))
     return TSNE(n_components=2, random_state=seed, **kw).fit_transform(x)

@@ -173,6 +173,16 @@ def utility_findings(ours: pd.DataFrame, checks: pd.DataFrame, settings, defense
     return out
 
 
+def _change(new: float, old: float) -> float:
+    """The relative change new / old - 1; NaN when ``old`` is 0 (e.g. no correctly classified output carries
+    information: the ratio is undefined, not a crash)."""
+    return new / old - 1 if old else float("nan")
+
+
+def _percent(change: float) -> str:
+    return "n/a" if change != change else f"{abs(change):.0%}"
+
+
 def section53(ours: pd.DataFrame, paper_none: float, paper_ssd: float, name: str, title: str):
     """Section 5.3's CMI of correctly classified test outputs, the paper's values beside both of our SSD rows:
     ``(table, findings)``; the findings name each row's direction, so neither is reported without the other."""
@@ -181,16 +191,16 @@ def section53(ours: pd.DataFrame, paper_none: float, paper_ssd: float, name: str
     ours_code = _value(ours, name, "ssd", "cmi_correct", "ssd_code")
     table = pd.DataFrame([
         {"outputs of": "paper (VGG-16/FaceScrub)", "no defense": paper_none, "SSD": paper_ssd,
-         "change": paper_ssd / paper_none - 1},
+         "change": _change(paper_ssd, paper_none)},
         {"outputs of": f"ours, {title}, SSD (paper)", "no defense": ours_none, "SSD": ours_ssd,
-         "change": ours_ssd / ours_none - 1},
+         "change": _change(ours_ssd, ours_none)},
         {"outputs of": f"ours, {title}, SSD (authors' code)", "no defense": ours_none, "SSD": ours_code,
-         "change": ours_code / ours_none - 1}])
-    word = lambda new: "falls" if new < ours_none else "rises"  # noqa: E731
+         "change": _change(ours_code, ours_none)}])
+    word = lambda new: "falls" if new < ours_none else "rises" if new > ours_none else "stays"  # noqa: E731
     findings = {"s53_paper_none": f"{paper_none:.2f}", "s53_paper_ssd": f"{paper_ssd:.2f}",
-                "s53_paper_change": f"{abs(paper_ssd / paper_none - 1):.0%}",
-                "s53_ours_change": f"{abs(ours_ssd / ours_none - 1):.0%}", "s53_ours_direction": word(ours_ssd),
-                "s53_code_change": f"{abs(ours_code / ours_none - 1):.0%}", "s53_code_direction": word(ours_code),
+                "s53_paper_change": _percent(_change(paper_ssd, paper_none)),
+                "s53_ours_change": _percent(_change(ours_ssd, ours_none)), "s53_ours_direction": word(ours_ssd),
+                "s53_code_change": _percent(_change(ours_code, ours_none)), "s53_code_direction": word(ours_code),
                 "s53_verdict": ("holds for both SSD rows" if max(ours_ssd, ours_code) < ours_none else
                                 "does not hold for either SSD row" if min(ours_ssd, ours_code) >= ours_none else
                                 "holds for the authors'-code row only" if ours_code < ours_none else

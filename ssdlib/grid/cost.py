@@ -185,6 +185,11 @@ def _job_seconds(job, steps: dict, gpu: dict | None, sizes: _Sizes) -> tuple[flo
         n_train, _, _ = sizes.private(s.dataset, scale, p["seed"], p.get("root"))
         return recipe(scale, p["setting"])["epochs"] * math.ceil(n_train / BATCH) * train_step(s.family,
                                                                                                p["defense"]), 0.0
+    if job.kind == "dp-target":  # per-example gradients: counted as one training step per example batch
+        from ..experiments.dpsgd import DP_RECIPES
+        s = setting(p["setting"])
+        n_train, _, _ = sizes.private(s.dataset, scale, p["seed"], p.get("root"))
+        return DP_RECIPES[scale]["epochs"] * math.ceil(n_train / BATCH) * train_step(s.family), 0.0
     if job.kind == "prior":
         return PRIOR_RECIPES[scale]["steps"] * steps["gan_step"] / ratio, 0.0
     if job.kind == "evaluator":

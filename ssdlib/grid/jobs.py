@@ -27,15 +27,17 @@ import torch
 
 from .. import cache as C
 from ..cache import config_hash
+from ..scales import budget
 from ..utils import resolve_device
 
 __all__ = ["Job", "JobError", "KINDS", "GRID_KINDS", "THREADS_ENV", "job_threads", "run_job", "execute"]
 
 #: Job kinds, in the order a grid runs them when nothing else orders them.
-KINDS = ("backbone", "target", "prior", "evaluator", "calibration", "ceiling", "attack-setup", "attack-run")
+KINDS = ("backbone", "target", "dp-target", "prior", "evaluator", "calibration", "ceiling", "attack-setup",
+         "attack-run")
 #: The cache kinds (``ssdlib.cache`` subfolders) the grid fills: a book rendered after the grid may forbid
 #: computing these (``$SSD_CACHE_FORBID``).
-GRID_KINDS = ("models", "priors", "evaluators", "calibration", "ceilings", "attack-setups", "attacks")
+GRID_KINDS = ("models", "dp-targets", "priors", "evaluators", "calibration", "ceilings", "attack-setups", "attacks")
 #: Environment variable: torch threads per job (default 1: one job per core, and the same on every path).
 THREADS_ENV = "SSD_GRID_THREADS"
 
@@ -110,6 +112,11 @@ def _target(p):
                    **_common(p))
 
 
+def _dp_target(p):
+    from ..experiments import dpsgd as D
+    D.train_dp_target(p["setting"], p["scale"], float(p["epsilon"]), progress=False, **_common(p))
+
+
 def _prior(p):
     from ..experiments import attacks as A
     c = _common(p)
@@ -152,11 +159,11 @@ def _attack_parts(spec: str):
     from ..attacks import build_attack
     from ..experiments import attacks as A
     p = json.loads(spec)
-    rows = (*A.ROWS, *getattr(A, "BASELINE_ROWS", ()))
+    rows = (*A.ROWS, *A.BASELINE_ROWS, *A.DP_SGD_ROWS)
     if p["row"] not in rows:  # before any model is loaded or trained
         raise ValueError(f"unknown row {p['row']!r}; valid: {', '.join(rows)}")
     c = _common(p)
-    protocol = A.PROTOCOL[p["scale"]]
+    protocol = budget(A.PROTOCOL, p["scale"])
     prior, _ = A.attack_prior(p["scale"], seed=c["seed"], root=c["root"], device=c["device"], progress=False)
     inputs = A.attack_inputs(p["attack"], p["scale"], seed=c["seed"], root=c["root"], device=c["device"])
     method = build_attack(p["attack"], prior, scale=p["scale"], top_k=protocol["per_class"], **inputs,
@@ -184,7 +191,7 @@ def _attack_run(p):
                setting=p["setting"], defense=p["row"], defense_params=params)
 
 
-_RUNNERS = {"backbone": _backbone, "target": _target, "prior": _prior, "evaluator": _evaluator,
+_RUNNERS = {"backbone": _backbone, "target": _target, "dp-target": _dp_target, "prior": _prior, "evaluator": _evaluator,
             "calibration": _calibration, "ceiling": _ceiling, "attack-setup": _attack_setup,
             "attack-run": _attack_run}
 

@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from typing import Iterable
 
-from ..scales import check_scale
+from ..scales import budget, check_scale
 from .jobs import KINDS, Job
 
 __all__ = ["Plan", "notebook_parameters", "plan_notebook", "plan_book", "plan_attack_table", "plan_attack_variants",
@@ -114,6 +114,15 @@ def _targets(plan: Plan, name: str, defense: str, base: dict, train_seed: int | 
     return plan.add(Job("target", params, (bb,), label=label))
 
 
+def _dp_target(plan: Plan, name: str, row: str, base: dict) -> str:
+    from ..experiments.dpsgd import DP_ROWS
+    from ..experiments.settings import setting
+    family = setting(name).family
+    bb = plan.add(Job("backbone", {**base, "family": family}, label=f"{family}"))
+    return plan.add(Job("dp-target", {**base, "setting": name, "epsilon": float(DP_ROWS[row])}, (bb,),
+                        label=f"{name}/{row}"))
+
+
 def _prior(plan: Plan, base: dict) -> str:
     return plan.add(Job("prior", dict(base), label="prior"))
 
@@ -135,6 +144,8 @@ def _row_model(plan: Plan, name: str, row: str, base: dict) -> tuple[str, ...]:
     from ..experiments import attacks as A
     if row in TRAINING_DEFENSES:
         return (_targets(plan, name, row, base),)
+    if row in A.DP_SGD_ROWS:
+        return (_dp_target(plan, name, row, base),)
     deps = (_targets(plan, name, "none", base),)
     if row == A.CALIBRATED:
         deps += (_calibration(plan, name, A.CALIBRATED_BASE, base),)
@@ -170,7 +181,7 @@ def plan_attack_table(name: str, scale: str, attack: str, *, rows=None, seeds=(0
     plan = Plan() if plan is None else plan
     rows = A.ROWS if rows is None else rows
     base = _base(scale, seed, root, device)
-    protocol = A.PROTOCOL[scale]
+    protocol = budget(A.PROTOCOL, scale)
     targets = list(range(min(classes or protocol["classes"], _num_classes(name, scale, seed, root))))
     _evaluator(plan, setting(name).dataset, base)
     prior = _prior(plan, base)
@@ -200,11 +211,11 @@ def plan_attack_variants(name: str, scale: str, attack: str, *, seed: int = 0, c
         raise ValueError(f"no variants defined for attack {attack!r}; known: {', '.join(A.VARIANTS)}")
     plan = Plan() if plan is None else plan
     base = _base(scale, seed, root, device)
-    protocol = A.PROTOCOL[scale]
+    protocol = budget(A.PROTOCOL, scale)
     targets = list(range(min(classes or protocol["classes"], _num_classes(name, scale, seed, root))))
     _evaluator(plan, setting(name).dataset, base)
     cls = ATTACKS[attack]
-    default = {**cls.EFFORT[scale], **cls.DEFAULTS, "top_k": protocol["per_class"]}
+    default = {**budget(cls.EFFORT, scale), **cls.DEFAULTS, "top_k": protocol["per_class"]}
     for label, grow in (("default", lambda p: {}), *A.VARIANTS[attack].items()):
         overrides = grow(default)
         tag = "" if not overrides else "/" + ",".join(f"{k}={v}" for k, v in overrides.items())
@@ -241,7 +252,7 @@ def _table2(p: dict, plan: Plan) -> None:
             plan_attack_table(s, p["scale"], attack, rows=p.get("attack_rows", {}).get(attack, p["rows"]),
                               seeds=p["seeds"], extra_seeds=p["extra_seeds"], device=p.get("device"),
                               seed=p["seed"], root=p.get("data_root"), plan=plan)
-    figure_classes = [c for c in p["figure_classes"] if c < A.PROTOCOL[p["scale"]]["classes"]]
+    figure_classes = [c for c in p["figure_classes"] if c < budget(A.PROTOCOL, p["scale"])["classes"]]
     fig_rows = [r for r in p["rows"] if r != "ssd_cal"]
     for attack in p["figure_attacks"]:
         plan_attack_table(p["figure_setting"], p["scale"], attack, rows=fig_rows, seeds=[p["seeds"][0]],
@@ -295,13 +306,30 @@ def _mechanism(p: dict, plan: Plan) -> None:
             _calibration(plan, s, variant, base)
 
 
+def _baselines(p: dict, plan: Plan) -> None:
+    """The second block: each setting's undefended and SSD rows, every output perturbation, and the DP-SGD targets
+    of ``dp_settings``, under each of ``attacks`` (the perturbations' matched parameters compute as the page renders:
+    a few forward passes)."""
+    from ..experiments import attacks as A
+    base = _base(p["scale"], p["seed"], p.get("data_root"), p.get("device"))
+    for s in p.get("dp_settings") or []:
+        for row in A.DP_SGD_ROWS:
+            _dp_target(plan, s, row, base)
+    for attack in p["attacks"]:
+        for s in p["settings"]:
+            rows = ["none", "ssd", *p["perturbations"], *(A.DP_SGD_ROWS if s in (p.get("dp_settings") or []) else ())]
+            plan_attack_table(s, p["scale"], attack, rows=rows, seeds=[0],
+                              extra_seeds=(p.get("extra_seeds") or {}).get(attack, []), device=p.get("device"),
+                              seed=p["seed"], root=p.get("data_root"), plan=plan)
+
+
 #: Notebook sources whose work is cheap or not cached: they compute as they render, and have no jobs.
 NO_JOBS = ("theory", "solver", "data")
 #: notebook source -> planner of its jobs (sources in neither have no planner yet: they compute as they render, and
 #: ``python -m ssdlib.grid plan`` lists them).
 PLANNERS = {"attack": _attack_page, "table1": _table1, "table2": _table2, "table7": _table7,
             "targets": _targets_page, "utility": _utility, "prior": _prior_page, "evaluation": _evaluation,
-            "mechanism": _mechanism}
+            "mechanism": _mechanism, "baselines": _baselines}
 
 
 def plan_notebook(name: str, scale: str, *, overrides: dict | None = None, profiles: dict | None = None,

@@ -48,7 +48,11 @@ LOGITS = ("softmax", "raise")
 
 def probability_rows(preds: np.ndarray) -> np.ndarray:
     """Boolean mask of the rows of ``preds`` [N, C] that are probability vectors (finite, >= 0, sum 1 within
-    :data:`SUM_TOLERANCE`); the others are read as logits."""
+    :data:`SUM_TOLERANCE`); the others are read as logits.
+
+    >>> probability_rows(np.array([[0.2, 0.8], [2.0, -1.0], [0.5, 0.5001]], dtype=np.float32)).tolist()
+    [True, False, True]
+    """
     preds = np.asarray(preds)
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(preds).all(-1)
@@ -61,6 +65,25 @@ class SSDPostprocessor(Postprocessor):
     ``T``, ``eps`` and ``entropy`` are :class:`ssdlib.SSD`'s (``T`` required); ``estimator`` chooses how ``fit``
     estimates q^y; ``logits`` what happens to rows that are not probabilities; ``hash_key`` keys the per-row
     seeding (see the module docstring). All of them can be changed with ART's ``set_params``.
+
+    >>> import numpy as np
+    >>> from art.estimators.classification import BlackBoxClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> logits = rng.normal(size=(300, 5)) * 3
+    >>> probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    >>> post = SSDPostprocessor(T=0.3, eps=1.0, hash_key=b"secret")
+    >>> post.fit(probs[:200], probs[:200].argmax(1))       # ART never calls fit: q^y from held-out rows
+    >>> answers = post(probs[200:])
+    >>> answers.shape, bool(np.allclose(answers.sum(1), 1, atol=1e-5))
+    ((100, 5), True)
+    >>> bool((post(probs[200:]) == answers).all())          # the same row always gets the same answer
+    True
+    >>> table = {tuple(np.round(x, 3)): p for x, p in zip(rng.random((100, 4)).astype(np.float32), probs[200:])}
+    >>> api = BlackBoxClassifier(lambda x: np.stack([table[tuple(np.round(r, 3))] for r in x]), (4,), 5,
+    ...                          postprocessing_defences=[post])
+    >>> x = np.array(list(table), dtype=np.float32)[:3]
+    >>> bool(np.allclose(api.predict(x), post(probs[200:203]), atol=1e-6))
+    True
     """
 
     params = ["T", "eps", "entropy", "estimator", "logits", "hash_key"]
@@ -76,7 +99,14 @@ class SSDPostprocessor(Postprocessor):
 
     @classmethod
     def from_ssd(cls, ssd: SSD, **kwargs) -> "SSDPostprocessor":
-        """The postprocessor of an existing :class:`ssdlib.SSD` (its q^y, T, eps, entropy and hash key)."""
+        """The postprocessor of an existing :class:`ssdlib.SSD` (its q^y, T, eps, entropy and hash key).
+
+        >>> probs = torch.softmax(torch.randn(40, 4, generator=torch.Generator().manual_seed(0)), -1)
+        >>> ssd = SSD.from_predictions(probs, torch.arange(40) % 4, T=0.5, randomness="hash")
+        >>> post = SSDPostprocessor.from_ssd(ssd)
+        >>> post.num_classes, post.T, bool(torch.equal(post.q_table, ssd.q_table.double()))
+        (4, 0.5, True)
+        """
         if not isinstance(ssd, SSD):
             raise TypeError(f"ssd must be an ssdlib.SSD, got {type(ssd).__name__}")
         return cls(ssd.T, ssd.eps, ssd.entropy, q_table=ssd.q_table.double().cpu().numpy(),
@@ -102,7 +132,16 @@ class SSDPostprocessor(Postprocessor):
         return None if self.q_table is None else int(self.q_table.shape[0])
 
     def defense(self) -> SSD:
-        """The :class:`ssdlib.SSD` this postprocessor applies now (hash-seeded, current parameters)."""
+        """The :class:`ssdlib.SSD` this postprocessor applies now (hash-seeded, current parameters).
+
+        >>> SSDPostprocessor(T=0.3).defense()
+        Traceback (most recent call last):
+        RuntimeError: SSDPostprocessor is not fitted: ART never calls fit itself; call post.fit(preds, y) on held-out predictions (or pass q_table) before attaching it
+        >>> post = SSDPostprocessor(T=0.3, q_table=np.full((3, 3), 1 / 3))
+        >>> post.set_params(eps=0.5)
+        >>> post.defense().eps, post.defense().randomness
+        (0.5, 'hash')
+        """
         if self.q_table is None:
             raise RuntimeError("SSDPostprocessor is not fitted: ART never calls fit itself; call "
                                "post.fit(preds, y) on held-out predictions (or pass q_table) before attaching it")
@@ -132,7 +171,17 @@ class SSDPostprocessor(Postprocessor):
 
     def fit(self, preds: np.ndarray, y: np.ndarray | None = None, **kwargs) -> None:
         """Estimate q^y from held-out predictions ``preds`` [N, C] (probabilities or logits) and their true labels
-        ``y`` (class indices [N] or one-hot [N, C]); ``missing="uniform"`` fills absent classes."""
+        ``y`` (class indices [N] or one-hot [N, C]); ``missing="uniform"`` fills absent classes.
+
+        >>> post = SSDPostprocessor(T=0.3)
+        >>> post.fit(np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8]]), np.array([0, 0, 1]))
+        >>> post.q_table
+        tensor([[0.8000, 0.2000],
+                [0.2000, 0.8000]], dtype=torch.float64)
+        >>> post.fit(np.array([[0.9, 0.1]]), None)
+        Traceback (most recent call last):
+        ValueError: fit needs the true labels y of preds: q^y is the mean prediction of class y
+        """
         if y is None:
             raise ValueError("fit needs the true labels y of preds: q^y is the mean prediction of class y")
         self.q_table = None

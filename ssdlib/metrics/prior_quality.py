@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..scales import check_scale
+from ..scales import budget
 from .distances import nearest_distance
 
 __all__ = ["QUALITY_SIZES", "face_detection_rate", "prior_quality"]
@@ -48,7 +48,7 @@ def prior_quality(prior, train_set, holdout, *, scale: str = "cpu", embedder=Non
     ``train_set`` is what the prior saw (the reference images are a seeded subset of it), ``holdout`` real public
     images it did not see; ``n_samples`` samples and as many held-out images are judged (sizes: :data:`QUALITY_SIZES`).
     """
-    sizes = QUALITY_SIZES[check_scale(scale)]
+    sizes = budget(QUALITY_SIZES, scale)
     n = min(n_samples or sizes["samples"], len(holdout))
     m = min(n_reference or sizes["reference"], len(train_set))
     gen = torch.Generator().manual_seed(seed)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..cache import CacheInfo, atomic_save, cached, fingerprint
 from ..models.generators import ARCHITECTURES, LATENT_DIM, build_discriminator, build_generator
-from ..scales import check_scale
+from ..scales import budget
 from .prior import Prior
 
 __all__ = ["PRIOR_RECIPES", "LOSSES", "PriorTrainingStopped", "prior_data", "prior_config", "train_prior"]
@@ -44,7 +44,7 @@ LOSSES = ("ns", "wgan-gp")
 def prior_data(scale: str, data=None, *, root=None, seed: int = 0):
     """(train, held-out) public FaceSets of the prior at ``scale``: ``data`` (or the public set) minus a seeded
     held-out slice of ``PRIOR_RECIPES[scale]["holdout"]`` images."""
-    recipe = PRIOR_RECIPES[check_scale(scale)]
+    recipe = budget(PRIOR_RECIPES, scale)
     if data is None:
         from ..data import public_set
         data = public_set(root, max_images=recipe["max_images"], seed=seed)
@@ -59,7 +59,7 @@ def prior_data(scale: str, data=None, *, root=None, seed: int = 0):
 
 def prior_config(scale: str, train_set, *, seed: int = 0, **overrides) -> dict:
     """The configuration that determines a trained prior: recipe, architecture, data fingerprint, seed."""
-    recipe = {**PRIOR_RECIPES[check_scale(scale)], **overrides}
+    recipe = {**budget(PRIOR_RECIPES, scale), **overrides}
     unknown = set(overrides) - set(PRIOR_RECIPES[scale])
     if unknown:
         raise ValueError(f"unknown prior recipe keys {sorted(unknown)}; valid: {', '.join(PRIOR_RECIPES[scale])}")

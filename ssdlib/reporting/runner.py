@@ -1,8 +1,10 @@
 """Execute the book's notebooks with papermill at a scale profile, skipping those already up to date.
 
-Usage: ``python -m ssdlib.reporting.runner --scale cpu [--only solver] [-p name value] [--force]``.
+Usage: ``python -m ssdlib.reporting.runner --scale cpu [--only solver] [-p name value] [--force] [--dry-run]``.
 The order and the executed copies come from ``_toc.yml`` (entries under ``executed/``); parameters come from
-``notebooks/scales.yml`` (``common``, then the notebook's own entry) plus ``-p`` overrides.
+``notebooks/scales.yml`` (``common``, then the notebook's own entry) plus ``-p`` overrides. ``--dry-run`` executes
+the scale's code paths with every loop capped (:data:`ssdlib.scales.DRY_RUN_CAPS`) on CPU, into
+``executed/dry-run/`` and a cache of its own, never into the book, and ends with a summary of every notebook.
 """
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ from pathlib import Path
 import yaml
 
 from ..cache import LOG_ENV
-from ..scales import SCALES
+from ..scales import DRY_RUN_CAPS, DRY_RUN_ENV, SCALES, cap, dry_run
 from ..utils import REPO_ROOT
 from .pages import summarize_cache_log, write_pages
 
 EXECUTED = "executed"
+#: Where ``--dry-run`` writes its executed copies (under the git-ignored ``executed/``, outside the book's pages).
+DRY_RUN_DIR = Path(EXECUTED) / "dry-run"
 
 
 def toc_pages(toc_path: Path | None = None) -> list[str]:
@@ -98,7 +102,22 @@ def parameters_for(name: str, scale: str, profiles: dict, overrides: dict | None
     params.update(entry.get("parameters") or {})
     params.update(entry.get(scale) or {})
     params.update(overrides or {})
-    return params
+    return {k: cap(k, v) for k, v in params.items()}  # loop counts capped in the dry run, else unchanged
+
+
+def capped_defaults(source: Path) -> dict:
+    """In the dry run, the notebook's own default parameters that are loop counts, capped (a default is not in
+    scales.yml, so the runner injects its capped value); ``{}`` otherwise."""
+    if not dry_run():
+        return {}
+    import papermill as pm
+    capped = {}
+    for name, spec in pm.inspect_notebook(str(source)).items():
+        if name in DRY_RUN_CAPS:
+            value = parse_value(spec["default"])
+            if cap(name, value) != value:
+                capped[name] = cap(name, value)
+    return capped
 
 
 def source_of(name: str, profiles: dict) -> Path:
@@ -127,7 +146,7 @@ def environment(params: dict) -> dict:
     from ..utils import data_root
     device = params.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     return {"data_root": str(data_root(params.get("data_root")).resolve()), "torch": torch.__version__,
-            "device": str(device)}
+            "device": str(device), **({"dry_run": True} if dry_run() else {})}
 
 
 def run_digest(source: Path, params: dict, env: dict | None = None) -> str:
@@ -217,8 +236,9 @@ def publish_tables(scale: str) -> list[Path]:
 
 
 def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool = False,
-            publish: bool = True, profiles: dict | None = None) -> tuple[bool, float]:
-    """Execute one notebook into ``executed/<scale>/``; return (ran, seconds). Raises on the first failing cell.
+            publish: bool = True, profiles: dict | None = None, root: Path | None = None) -> tuple[bool, float]:
+    """Execute one notebook into ``<root>/<scale>/`` (root: ``executed/``); return (ran, seconds). Raises on the
+    first failing cell.
 
     ``publish`` copies the result to ``executed/<name>.ipynb``, the copy the book renders.
     """
@@ -226,14 +246,15 @@ def execute(name: str, scale: str, *, overrides: dict | None = None, force: bool
 
     profiles = load_profiles() if profiles is None else profiles
     source = source_of(name, profiles)
-    params = parameters_for(name, scale, profiles, overrides)
+    params = {**capped_defaults(source), **parameters_for(name, scale, profiles, overrides)}
     title = (profiles.get(name) or {}).get("title")
     digest = run_digest(source, {**params, "_title": title})
-    store = REPO_ROOT / EXECUTED / scale
+    root = REPO_ROOT / EXECUTED if root is None else Path(root)
+    store = root / scale
     target = store / f"{name}.ipynb"
     ran, seconds = False, 0.0
     if force or not target.exists() or _recorded_digest(target) != digest:
-        partial = REPO_ROOT / EXECUTED / "failed" / f"{name}.ipynb"
+        partial = root / "failed" / f"{name}.ipynb"
         partial.parent.mkdir(parents=True, exist_ok=True)
         store.mkdir(parents=True, exist_ok=True)
         log = partial.with_suffix(".cache.jsonl")
@@ -291,6 +312,43 @@ def published_scales(names, root: Path | None = None) -> dict[str, str]:
     return scales
 
 
+def failure_of(err: BaseException) -> str:
+    """One line naming what failed: the cell and its exception for a notebook error, else the exception."""
+    if hasattr(err, "ename"):  # papermill's PapermillExecutionError
+        return f"cell {err.exec_count}: {err.ename}: {str(err.evalue).splitlines()[0] if err.evalue else ''}"
+    return f"{type(err).__name__}: {err}"
+
+
+def dry_run_environment(scale: str) -> None:
+    """Turn the dry run on for this process and the kernels it starts: ``$SSD_DRY_RUN`` and a cache of its own
+    (``$SSD_CACHE_DIR``, default ``~/.cache/ssdlib-dry-run/<scale>``), never the cache of real artifacts."""
+    os.environ[DRY_RUN_ENV] = "1"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    os.environ.setdefault("SSD_CACHE_DIR", str(base / "ssdlib-dry-run" / scale))
+
+
+def dry_run_book(names, scale: str, overrides: dict, profiles: dict, root: Path) -> int:
+    """Execute every notebook of ``names`` under the dry run, going on after a failure; print a summary (notebook,
+    seconds, ok or the failing cell's exception) and return 1 if any failed."""
+    rows = []
+    for name in execution_order(names, profiles):
+        start = time.perf_counter()
+        try:
+            execute(name, scale, overrides=overrides, force=True, publish=False, profiles=profiles, root=root)
+            status = "ok"
+        except Exception as err:  # noqa: BLE001 - the summary reports it, the run goes on
+            status = f"error: {failure_of(err)}"
+        rows.append((name, time.perf_counter() - start, status))
+        print(f"[dry-run] {name}: {rows[-1][1]:.1f} s, {status}", flush=True)
+    width = max(len(n) for n, _, _ in rows) if rows else 8
+    print(f"\n[dry-run] summary at scale {scale} (cache {os.environ['SSD_CACHE_DIR']}, copies in {root / scale}):")
+    for name, seconds, status in rows:
+        print(f"  {name:<{width}}  {seconds:8.1f} s  {status}")
+    failed = sum(status != "ok" for _, _, status in rows)
+    print(f"[dry-run] {len(rows) - failed} ok, {failed} failed, {sum(s for _, s, _ in rows):.1f} s in all")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -302,7 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the notebooks and their parameters, run nothing")
     parser.add_argument("--mixed", action="store_true",
                         help="with --only: publish even if the other pages of the book were built at another scale")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run the scale's code paths with every loop capped, on CPU, with a cache of its own; "
+                             "publish nothing, go on after a failure and end with a summary")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"with --dry-run: where the executed copies go (default {DRY_RUN_DIR}/)")
     args = parser.parse_args(argv)
+    if args.out is not None and not args.dry_run:
+        parser.error("--out is for --dry-run only (the book's copies always go to executed/)")
 
     profiles = load_profiles()
     names = toc_notebooks()
@@ -312,16 +377,23 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"not in _toc.yml: {unknown}; known: {names}")
         others = {n: s for n, s in published_scales([n for n in names if n not in args.only]).items()
                   if s != args.scale}
-        if others and not args.list and not args.mixed:
+        if others and not args.list and not args.mixed and not args.dry_run:
             parser.error(f"the book's other pages were built at another scale ({others}); publishing "
                          f"{args.only} at scale {args.scale} would mix scales in one book. Run every notebook at "
                          f"{args.scale} (no --only), or pass --mixed to do it anyway")
         names = [n for n in names if n in args.only]
+    if args.dry_run:
+        dry_run_environment(args.scale)
+        args.param.append(("device", "cpu"))  # the dry run checks the paper path without a GPU
+        if args.list:
+            print(f"[dry-run] caps: {json.dumps(DRY_RUN_CAPS)}")
     overrides = {k: parse_value(v) for k, v in args.param}
     if args.list:
         for name in names:
             print(name, parameters_for(name, args.scale, profiles, overrides))
         return 0
+    if args.dry_run:
+        return dry_run_book(names, args.scale, overrides, profiles, (REPO_ROOT / (args.out or DRY_RUN_DIR)))
     total = time.perf_counter()
     for name in execution_order(names, profiles):
         ran, seconds = execute(name, args.scale, overrides=overrides, force=args.force, profiles=profiles)
