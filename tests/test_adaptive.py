@@ -172,7 +172,8 @@ def test_mirror_front_lines_judge_only_rows_large_enough():
         frames.append(pd.DataFrame({"class": list(classes), "n": 5, "hits@1": [hit - (c % 2) for c in classes],
                                     "variant": variant, "front": front}))
     per_class = pd.concat(frames, ignore_index=True)
-    summary = per_class.groupby(["variant", "front"], sort=False)["n"].sum().rename("images").reset_index()
+    summary = per_class.groupby(["variant", "front"], sort=False).agg(images=("n", "sum"), hits=("hits@1", "sum"))
+    summary = summary.assign(**{"Acc@1 (%)": 100 * summary.hits / summary.images}).reset_index()
     plain, exact = mirror_front_lines(summary, per_class)
     assert plain.startswith("**plain SSD**: Mirror 10.0% alone, 50.0% through") and "raises" in plain
     assert "(undefended target 50.0%)" in plain

@@ -69,6 +69,7 @@ class AdaptiveContext:
     truth: dict
     labels: torch.Tensor
     seed: int
+    target_key: str = ""
 
     def defense(self, variant: Variant, run: int | str = 0) -> SSD:
         """The SSD of ``variant``, its draw (or hash key) seeded by (experiment seed, variant, run)."""
@@ -86,7 +87,7 @@ def adaptive_context(name: str, scale: str, *, variant: str = "ssd", images: int
     """The cached undefended target of setting ``name``, its SSD ``variant`` (q^y on the valid split), the first
     ``images`` private test images and as many generated ones (random prior samples)."""
     device = resolve_device(device)
-    model, _ = train_target(name, "none", scale, device=device, seed=seed, root=root, progress=False)
+    model, info = train_target(name, "none", scale, device=device, seed=seed, root=root, progress=False)
     data = private_data(setting(name).dataset, scale, seed=seed, root=root)
     build, params = ssd_of_setting(name, variant, model, data.valid, seed=seed, device=device)
     prior, _ = attack_prior(scale, seed=seed, root=root, device=device, progress=False)
@@ -95,7 +96,7 @@ def adaptive_context(name: str, scale: str, *, variant: str = "ssd", images: int
     sets = {"private test": test, "generated": generated}
     plain = BlackBox(model, mode="soft")
     return AdaptiveContext(name, model, build(seed), params, sets, {k: plain(v) for k, v in sets.items()},
-                           data.test.labels[:images], seed)
+                           data.test.labels[:images], seed, info["key"])
 
 
 def recovery_curves(ctx: AdaptiveContext, specs, repeats, grey_levels) -> pd.DataFrame:
@@ -285,13 +286,12 @@ def mirror_with_front(ctx: AdaptiveContext, specs, scale: str, *, classes: int, 
     from ..cache import cached
     from ..metrics.attack import attack_metrics
     from .evaluators import train_or_load_evaluator
-    from .verdicts import interval
+    from .verdicts import interval, per_class_accuracy
 
     device = resolve_device(device)
     data = private_data(setting(ctx.name).dataset, scale, seed=ctx.seed, root=root)
     evaluator = train_or_load_evaluator(data, seed=ctx.seed)
     prior, _ = attack_prior(scale, seed=ctx.seed, root=root, device=device, progress=False)
-    _, target = train_target(ctx.name, "none", scale, device=device, seed=ctx.seed, root=root, progress=False)
     targets = list(range(min(int(classes), data.num_classes)))
     front_params = {"repeats": int(repeats), "grey_levels": int(grey_levels), "estimator": estimator}
     rows = [(None, False)] + [(v, front) for v in specs for front in (False, True)]
@@ -300,7 +300,7 @@ def mirror_with_front(ctx: AdaptiveContext, specs, scale: str, *, classes: int, 
         attack = build_attack("mirror", prior, scale=scale)
         label = UNDEFENDED if v is None else v.label
         attacker = f"averaging ({repeats} x, {grey_levels} grey levels)" if front else "Mirror alone"
-        config = {"kind": "adaptive-mirror", "setting": ctx.name, "scale": scale, "target": target["key"],
+        config = {"kind": "adaptive-mirror", "setting": ctx.name, "scale": scale, "target": ctx.target_key,
                   "prior": prior.key, "ssd": None if v is None else ctx.params,
                   "variant": None if v is None else {"randomness": v.randomness, "k": v.k, "offsets": v.offsets},
                   "front": front_params if front else None, "params": dict(attack.params), "classes": targets,
@@ -327,7 +327,7 @@ def mirror_with_front(ctx: AdaptiveContext, specs, scale: str, *, classes: int, 
         summary.append({"variant": label, "randomness": None if v is None else v.randomness,
                         "k": None if v is None else v.k, "offsets": None if v is None else v.offsets,
                         "attacker": attacker, "front": front, "Acc@1 (%)": acc1, "low": low, "high": high,
-                        "Acc@5 (%)": interval(hits, "hits@5", seed=ctx.seed)[0], "queries": payload["queries"],
+                        "Acc@5 (%)": float(per_class_accuracy(hits, "hits@5").mean()), "queries": payload["queries"],
                         "classes": len(targets), "images": int(hits["n"].sum())})
         per_class.append(hits)
     return pd.DataFrame(summary), pd.concat(per_class, ignore_index=True)
@@ -337,18 +337,18 @@ def mirror_front_lines(summary: pd.DataFrame, per_class: pd.DataFrame, *, min_im
     """One generated sentence per variant: Mirror through the averaging attacker against Mirror alone, by the paired
     rule over classes (:func:`.verdicts.compare`), read against Mirror on the undefended target; below
     ``min_images`` reconstructions per row (the book's rule for a verdict) the numbers are given without one."""
-    from .verdicts import compare, interval
+    from .verdicts import compare
 
     def hits(variant, front):
         return per_class[(per_class.variant == variant) & (per_class.front == front)]
 
-    none = hits(UNDEFENDED, False)
-    acc_none = interval(none)[0]
+    acc = summary.set_index(["variant", "front"])["Acc@1 (%)"]
+    acc_none = acc[(UNDEFENDED, False)]
     images = int(summary["images"].min())
     lines = []
     for label in summary.variant[summary.variant != UNDEFENDED].unique():
         alone, averaged = hits(label, False), hits(label, True)
-        a, b = interval(alone)[0], interval(averaged)[0]
+        a, b = acc[(label, False)], acc[(label, True)]
         text = (f"**{label}**: Mirror {a:.1f}% alone, {b:.1f}% through the averaging attacker "
                 f"(undefended target {acc_none:.1f}%)")
         if images < min_images:
