@@ -299,7 +299,7 @@ def mirror_with_front(ctx: AdaptiveContext, specs, scale: str, *, classes: int, 
     for v, front in tqdm(rows, desc="Mirror behind the averaging attacker", disable=not progress):
         attack = build_attack("mirror", prior, scale=scale)
         label = UNDEFENDED if v is None else v.label
-        attacker = f"averaging ({repeats} x, {grey_levels} grey levels)" if front else "Mirror alone"
+        attacker = f"averaged ({repeats}×, ±{grey_levels})" if front else "Mirror alone"
         config = {"kind": "adaptive-mirror", "setting": ctx.name, "scale": scale, "target": ctx.target_key,
                   "prior": prior.key, "ssd": None if v is None else ctx.params,
                   "variant": None if v is None else {"randomness": v.randomness, "k": v.k, "offsets": v.offsets},
