@@ -186,6 +186,74 @@ def test_baselines_plan_holds_the_perturbation_and_dp_sgd_rows():
     assert unplanned(["baselines_mirror", "baselines_brep"]) == []
 
 
+def test_every_page_that_computes_cached_work_has_a_planner():
+    """The analyses' planners: Figure 1 and Table 5 need their targets (and the prior); Figure 3 plans BREP over
+    the T grid and Mirror over the eps grid (both budgets) with the undefended row per attack seed; the adaptive page
+    plans Mirror behind the averaging attacker only when it runs (``mirror_classes``), the undefended row first."""
+    from ssdlib.experiments import ablations as AB
+    from ssdlib.grid.plan import unplanned
+    assert unplanned() == []
+    assert G.plan_notebook("tsne", "cpu").counts() == {"backbone": 1, "target": 1, "prior": 1}
+    assert {j.params["setting"] for j in G.plan_notebook("table5", "cpu") if j.kind == "target"} == {
+        "celeba_ir152", "lfw_ir152", "lfw_vgg16"}
+    plan = G.plan_notebook("ablations", "cpu")
+    grid = AB.GRIDS["cpu"]
+    setups = [j.params for j in plan if j.kind == "attack-setup"]
+    points = {(p["attack"], json.dumps(p.get("point"), sort_keys=True)) for p in setups}
+    t_grid, e_grid = AB.temperature_grid("lfw_ir152", "cpu"), AB.distortion_grid("lfw_ir152", "cpu")
+    assert points == {("brep", "null"), ("mirror", "null"),
+                      *{("brep", json.dumps(t, sort_keys=True)) for t in t_grid},
+                      *{("mirror", json.dumps(e, sort_keys=True)) for e in e_grid}}
+    assert len(setups) == len(grid["seeds"]) * (2 + len(t_grid) + len(e_grid))
+    assert plan.counts()["attack-run"] == grid["classes"] * len(setups)
+    assert G.plan_notebook("adaptive", "cpu", overrides={"mirror_classes": 0}).counts().get("adaptive-mirror") is None
+    plan = G.plan_notebook("adaptive", "cpu", overrides={"mirror_classes": 62, "mirror_ks": [0.01]})
+    mirror = [j for j in plan if j.kind == "adaptive-mirror"]
+    assert [j.params["spec"] is None for j in mirror] == [True, False, False, False]
+    assert all(mirror[0].name in j.deps for j in mirror[1:]) and {j.params["classes"] for j in mirror} == {62}
+    frontier = G.plan_notebook("frontier", "cpu")
+    assert {j.params["attack"] for j in frontier if j.kind == "attack-setup" and j.params.get("point")} == {
+        "mirror", "brep"}
+
+
+@pytest.mark.slow
+def test_ablation_and_adaptive_pages_gather_from_the_grid_without_computing(tmp_path, monkeypatch):
+    """The new planners fill exactly the cache entries the pages' calls read: after the grid of a small ablation
+    page and a small adaptive page, ``attack_points`` and ``mirror_with_front`` compute nothing the grid fills."""
+    from ssdlib.experiments import ablations as AB
+    from ssdlib.experiments import adaptive as AD
+    fresh_cache(tmp_path, monkeypatch)
+    ab = dict(classes=1, seeds=[0], temperatures=[0.3], epsilons=[1.0])
+    ad = dict(mirror_classes=1, ks=[0.01], literal_ks=[], mirror_ks=[0.01], images=4)
+    plan = G.plan_notebook("ablations", "smoke", overrides=ab).merge(
+        G.plan_notebook("adaptive", "smoke", overrides=ad))
+    report = G.run_grid(plan, progress=False)
+    written = {(a["kind"], a["key"]) for arts in report.artifacts for a in arts}
+    with C.forbid_compute(G.GRID_KINDS), C.recording() as found:
+        for attack, points in (("brep", AB.temperature_grid("lfw_ir152", "smoke", [0.3])),
+                               ("mirror", AB.distortion_grid("lfw_ir152", "smoke", [1.0]))):
+            table, _ = AB.attack_points("lfw_ir152", "smoke", attack, points, classes=1, seeds=[0])
+            assert len(table) == 1 + len(points) + 1  # the undefended row, each point, the prior floor
+        ctx = AD.adaptive_context("lfw_ir152", "smoke", images=4)
+        specs = [v for v in AD.variants([0.01]) if v.randomness != "robust" or v.k == 0.01]
+        summary, _ = AD.mirror_with_front(ctx, specs, "smoke", classes=1, repeats=ad_repeats(), grey_levels=ad_grey(),
+                                          progress=False)
+    assert len(summary) == 1 + 2 * len(specs)
+    read = {(i.kind, i.key) for i in found if i.kind in G.GRID_KINDS}
+    assert {k for k, _ in read} >= {"attacks", "adaptive-mirror"}  # (setups are read only when a run computes)
+    assert read <= written and all(i.cached for i in found if i.kind in G.GRID_KINDS)
+
+
+def ad_repeats() -> int:
+    from ssdlib.grid.plan import notebook_parameters
+    return notebook_parameters("adaptive", "smoke")["mirror_repeats"]
+
+
+def ad_grey() -> int:
+    from ssdlib.grid.plan import notebook_parameters
+    return notebook_parameters("adaptive", "smoke")["mirror_grey_levels"]
+
+
 def test_cli_plan_prints_the_jobs(capsys, tmp_path):
     from ssdlib.grid.__main__ import main
     assert main(["plan", "--scale", "smoke", "--only", "prior", "evaluation", "--json", str(tmp_path / "j.json")]) == 0

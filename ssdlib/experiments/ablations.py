@@ -30,7 +30,8 @@ from .targets import private_data, ssd_of_setting, train_target
 from .verdicts import compare
 
 __all__ = ["NO", "BUDGETS", "GRIDS", "UntemperedSSD", "ConstantBudgetSSD", "temperature_grid", "distortion_grid",
-           "point_label", "utility_of_points", "attack_points", "temperature_claims", "distortion_claims"]
+           "point_label", "point_factory", "utility_of_points", "attack_points", "temperature_claims",
+           "distortion_claims"]
 
 #: The "no temperature mechanism" point of the T axis.
 NO = "NO"
@@ -100,7 +101,7 @@ def point_label(point: dict) -> str:
         " (constant)" if point.get("budget") == "constant" else "")
 
 
-def _factory(name: str, scale: str, point: dict, *, mode: str, seed: int, root, device):
+def point_factory(name: str, scale: str, point: dict, *, mode: str, seed: int = 0, root=None, device=None):
     """``(factory, key, params, model, make)``: the :class:`OracleFactory` of SSD at ``point`` behind the
     undefended target, the target's key, the defense's parameters, the target and the seeded defense's builder."""
     model, info = train_target(name, "none", scale, device=device, seed=seed, root=root, progress=False)
@@ -130,7 +131,7 @@ def utility_of_points(name: str, scale: str, points, *, ssd_seeds=None, seed: in
     data = private_data(setting(name).dataset, scale, seed=seed, root=root)
     records, base = [], None
     for point in points:
-        _, _, _, model, make = _factory(name, scale, point, mode="soft", seed=seed, root=root, device=device)
+        _, _, _, model, make = point_factory(name, scale, point, mode="soft", seed=seed, root=root, device=device)
         if base is None:
             base = predict_proba(model, data.test, device=device)
         for s in ssd_seeds:
@@ -177,7 +178,7 @@ def attack_points(name: str, scale: str, attack: str, points, *, classes: int | 
                                                  root=root)
     rows = [("none", None, none, none_key, "none", none_params)]
     for point in points:
-        factory, key, params, _, _ = _factory(name, scale, point, mode=method.mode, seed=seed, root=root,
+        factory, key, params, _, _ = point_factory(name, scale, point, mode=method.mode, seed=seed, root=root,
                                               device=device)
         rows.append((point_label(point), point, factory, key, "ssd", params))
     for label, point, factory, key, defense, params in rows:

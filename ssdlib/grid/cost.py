@@ -203,6 +203,11 @@ def _job_seconds(job, steps: dict, gpu: dict | None, sizes: _Sizes) -> tuple[flo
         r = CEILING_RECIPES[scale]
         images = p["classes"] * p["per_class"]
         return r["steps"] * images * 3 * (decode + forward(family)), 0.0  # forward + backward ~ 3 forwards
+    if job.kind == "adaptive-mirror":  # Mirror alone and averaged (repeats x the queries), or the undefended row
+        cls, fake = _attack("mirror", scale, {})
+        planned = cls.planned_queries(fake, p["classes"])
+        rows = 1 if p.get("spec") is None else 1 + p["repeats"]
+        return (rows * (planned["setup"] + p["classes"] * planned["per_class"]) * (decode + forward(family)), 0.0)
     cls, fake = _attack(p["attack"], scale, p.get("overrides") or {})
     _, _, classes = sizes.private(setting(p["setting"]).dataset, scale, p["seed"], p.get("root"))
     planned = cls.planned_queries(fake, classes)

@@ -1,7 +1,7 @@
 """Job specs of the experiment grid and the one module-level function that runs any of them, in-process or on a worker.
 
-A :class:`Job` is a small JSON-able spec: a kind (``backbone``, ``target``, ``prior``, ``evaluator``,
-``calibration``, ``ceiling``, ``attack-setup``, ``attack-run``), the parameters of the library call that kind
+A :class:`Job` is a small JSON-able spec: a kind (``backbone``, ``target``, ``dp-target``, ``prior``,
+``evaluator``, ``calibration``, ``ceiling``, ``attack-setup``, ``attack-run``, ``adaptive-mirror``), the parameters of the library call that kind
 makes, and the names of the jobs it needs first. :func:`run_job` rebuilds everything on the machine that runs it:
 models, priors and oracles come from the shared cache (never a closure or a model over the wire), and it calls
 exactly the functions the notebooks call, with the same arguments, so the artifacts it stores are the ones the
@@ -34,10 +34,11 @@ __all__ = ["Job", "JobError", "KINDS", "GRID_KINDS", "THREADS_ENV", "job_threads
 
 #: Job kinds, in the order a grid runs them when nothing else orders them.
 KINDS = ("backbone", "target", "dp-target", "prior", "evaluator", "calibration", "ceiling", "attack-setup",
-         "attack-run")
+         "attack-run", "adaptive-mirror")
 #: The cache kinds (``ssdlib.cache`` subfolders) the grid fills: a book rendered after the grid may forbid
 #: computing these (``$SSD_CACHE_FORBID``).
-GRID_KINDS = ("models", "dp-targets", "priors", "evaluators", "calibration", "ceilings", "attack-setups", "attacks")
+GRID_KINDS = ("models", "dp-targets", "priors", "evaluators", "calibration", "ceilings", "attack-setups", "attacks",
+              "adaptive-mirror")
 #: Environment variable: torch threads per job (default 1: one job per core, and the same on every path).
 THREADS_ENV = "SSD_GRID_THREADS"
 
@@ -168,12 +169,17 @@ def _attack_parts(spec: str):
     inputs = A.attack_inputs(p["attack"], p["scale"], seed=c["seed"], root=c["root"], device=c["device"])
     method = build_attack(p["attack"], prior, scale=p["scale"], top_k=protocol["per_class"], **inputs,
                           **(p.get("overrides") or {}))
-    factory, key, params = A.oracle_factory(p["setting"], p["row"], p["scale"], mode=method.mode, **c)
+    if p.get("point") is not None:  # an ablation point: SSD at (T, eps, budget) behind the undefended target
+        from ..experiments.ablations import point_factory
+        factory, key, params, _, _ = point_factory(p["setting"], p["scale"], p["point"], mode=method.mode, **c)
+    else:
+        factory, key, params = A.oracle_factory(p["setting"], p["row"], p["scale"], mode=method.mode, **c)
     return method, factory, key, params, prior
 
 
 def _parts(p):
-    shared = {k: p.get(k) for k in ("setting", "row", "attack", "scale", "seed", "root", "device", "overrides")}
+    shared = {k: p.get(k) for k in ("setting", "row", "attack", "scale", "seed", "root", "device", "overrides",
+                                     "point")}
     return _attack_parts(json.dumps(shared, sort_keys=True))
 
 
@@ -191,9 +197,20 @@ def _attack_run(p):
                setting=p["setting"], defense=p["row"], defense_params=params)
 
 
+def _adaptive_mirror(p):
+    """Mirror behind the averaging attacker against one SSD variant (``spec``; None: the undefended row alone), as
+    the adaptive page calls it."""
+    from ..experiments import adaptive as AD
+    c = _common(p)
+    ctx = AD.adaptive_context(p["setting"], p["scale"], variant=p["variant"], images=int(p["images"]), **c)
+    specs = [] if p.get("spec") is None else [AD.Variant(**p["spec"])]
+    AD.mirror_with_front(ctx, specs, p["scale"], classes=int(p["classes"]), repeats=int(p["repeats"]),
+                         grey_levels=int(p["grey_levels"]), root=c["root"], device=c["device"], progress=False)
+
+
 _RUNNERS = {"backbone": _backbone, "target": _target, "dp-target": _dp_target, "prior": _prior, "evaluator": _evaluator,
             "calibration": _calibration, "ceiling": _ceiling, "attack-setup": _attack_setup,
-            "attack-run": _attack_run}
+            "attack-run": _attack_run, "adaptive-mirror": _adaptive_mirror}
 
 
 # --- running one job ----------------------------------------------------------------------------------------

@@ -323,13 +323,117 @@ def _baselines(p: dict, plan: Plan) -> None:
                               seed=p["seed"], root=p.get("data_root"), plan=plan)
 
 
-#: Notebook sources whose work is cheap or not cached: they compute as they render, and have no jobs.
-NO_JOBS = ("theory", "solver", "data")
+def _tsne(p: dict, plan: Plan) -> None:
+    """Figure 1: the undefended target's outputs with and without SSD, and the prior's samples it scores."""
+    base = _base(p["scale"], p["seed"], p.get("data_root"), p.get("device"))
+    _targets(plan, p["setting"], "none", base)
+    _prior(plan, base)
+
+
+def _table5(p: dict, plan: Plan) -> None:
+    """Table 5 times the undefended targets (the timing itself is measured as the page renders, never cached)."""
+    base = _base(p["scale"], p["seed"], p.get("data_root"), p.get("device"))
+    for s in p["settings"]:
+        _targets(plan, s, "none", base)
+
+
+def _ablation_points(plan: Plan, name: str, attack: str, points, classes: int, seeds, base: dict) -> None:
+    """The jobs of ``ablations.attack_points``: the undefended row and SSD at each point, per attack seed."""
+    from ..experiments import ablations as AB
+    from ..experiments.settings import setting
+    _evaluator(plan, setting(name).dataset, base)
+    for s in seeds:
+        _runs(plan, name, "none", attack, s, list(range(classes)), base)
+    deps = (_prior(plan, base), _targets(plan, name, "none", base))
+    for point in points:
+        shared = {**base, "setting": name, "row": "ssd", "attack": attack, "point": dict(point)}
+        for s in seeds:
+            label = f"{name}/{AB.point_label(point)}/{attack}/s{s}"
+            setup = plan.add(Job("attack-setup", {**shared, "attack_seed": int(s)}, deps, label=label))
+            for c in range(classes):
+                plan.add(Job("attack-run", {**shared, "attack_seed": int(s), "class": c}, (setup,),
+                             label=f"{label}/c{c}"))
+
+
+def _ablation_classes(name: str, p: dict, classes) -> int:
+    from ..experiments import ablations as AB
+    grid = budget(AB.GRIDS, p["scale"])
+    return min(classes or grid["classes"], _num_classes(name, p["scale"], p["seed"], p.get("data_root")))
+
+
+def _ablations(p: dict, plan: Plan) -> None:
+    """Figure 3: BREP over the T grid and Mirror over the eps grid (both budgets), and the training-time targets
+    whose Avg L1 the figure marks."""
+    from ..defenses import TRAINING_DEFENSES
+    from ..experiments import ablations as AB
+    name, scale = p["setting"], p["scale"]
+    base = _base(scale, p["seed"], p.get("data_root"), p.get("device"))
+    seeds = budget(AB.GRIDS, scale)["seeds"] if p.get("seeds") is None else p["seeds"]
+    classes = _ablation_classes(name, p, p.get("classes"))
+    _ablation_points(plan, name, "brep", AB.temperature_grid(name, scale, p.get("temperatures")), classes, seeds,
+                     base)
+    _ablation_points(plan, name, "mirror", AB.distortion_grid(name, scale, p.get("epsilons")), classes, seeds, base)
+    for d in TRAINING_DEFENSES:
+        _targets(plan, name, d, base)
+
+
+def _frontier(p: dict, plan: Plan) -> None:
+    """The frontier reads every attack page's table (first attack seed) and the utility of every row, and SSD's
+    sweep from the ablation page (Mirror over eps with the adaptive budget, BREP over T, without "NO")."""
+    from ..defenses import TRAINING_DEFENSES
+    from ..experiments import ablations as AB
+    scale = p["scale"]
+    base = _base(scale, p["seed"], p.get("data_root"), p.get("device"))
+    for attack in [*p["soft_attacks"], *p["label_attacks"]]:
+        for s in p.get("attack_settings", {}).get(attack, p["settings"]):
+            if s in p["settings"]:
+                plan_attack_table(s, scale, attack, rows=p.get("attack_rows", {}).get(attack, p["rows"]),
+                                  extra_seeds=(), device=p.get("device"), seed=p["seed"], root=p.get("data_root"),
+                                  plan=plan)
+    for s in p["settings"]:
+        for d in TRAINING_DEFENSES:
+            _targets(plan, s, d, base)
+    sweep = p.get("sweep_setting")
+    if sweep in p["settings"]:
+        seeds, classes = budget(AB.GRIDS, scale)["seeds"], _ablation_classes(sweep, p, None)
+        if "mirror" in p["soft_attacks"]:
+            _ablation_points(plan, sweep, "mirror", AB.distortion_grid(sweep, scale, budgets=("adaptive",)), classes,
+                             seeds, base)
+        if "brep" in p["label_attacks"]:
+            points = [g for g in AB.temperature_grid(sweep, scale) if g["T"] != AB.NO]
+            _ablation_points(plan, sweep, "brep", points, classes, seeds, base)
+
+
+def _adaptive(p: dict, plan: Plan) -> None:
+    """The adaptive attacker's page: the undefended target and the prior (the recovery curves compute as the page
+    renders, in seconds), and with ``mirror_classes`` Mirror behind the averaging attacker: the undefended row
+    first, then one job per variant (Mirror alone and averaged)."""
+    from ..experiments import adaptive as AD
+    from ..experiments.settings import setting
+    name, scale = p["setting"], p["scale"]
+    base = _base(scale, p["seed"], p.get("data_root"), p.get("device"))
+    deps = (_targets(plan, name, "none", base), _prior(plan, base), _evaluator(plan, setting(name).dataset, base))
+    if not p.get("mirror_classes"):
+        return
+    shared = {**base, "setting": name, "variant": p["variant"], "images": int(p["images"]),
+              "classes": int(p["mirror_classes"]), "repeats": int(p["mirror_repeats"]),
+              "grey_levels": int(p["mirror_grey_levels"])}
+    first = plan.add(Job("adaptive-mirror", {**shared, "spec": None}, deps, label=f"{name}/undefended"))
+    for v in AD.variants(p["ks"], p["literal_ks"]):
+        if v.randomness != "robust" or (v.offsets and v.k in p["mirror_ks"]):
+            spec = {"randomness": v.randomness, "k": v.k, "offsets": v.offsets}
+            plan.add(Job("adaptive-mirror", {**shared, "spec": spec}, (first,), label=f"{name}/{v.label}"))
+
+
+#: Notebook sources whose work is cheap or not cached: they compute as they render, and have no jobs (Tables 10/11
+#: run only at `paper` with a prior the user supplies, and cache nothing).
+NO_JOBS = ("theory", "solver", "data", "table10")
 #: notebook source -> planner of its jobs (sources in neither have no planner yet: they compute as they render, and
 #: ``python -m ssdlib.grid plan`` lists them).
 PLANNERS = {"attack": _attack_page, "table1": _table1, "table2": _table2, "table7": _table7,
             "targets": _targets_page, "utility": _utility, "prior": _prior_page, "evaluation": _evaluation,
-            "mechanism": _mechanism, "baselines": _baselines}
+            "mechanism": _mechanism, "baselines": _baselines, "tsne": _tsne, "table5": _table5,
+            "ablations": _ablations, "frontier": _frontier, "adaptive": _adaptive}
 
 
 def plan_notebook(name: str, scale: str, *, overrides: dict | None = None, profiles: dict | None = None,
