@@ -47,6 +47,8 @@ DRY_RUN_CAPS: dict[str, int] = {
     "n_trials": 5, "oracle_instances": 5, "repeat": 1, "images": 4, "repeats": 4, "pairs": 1, "mirror_repeats": 2,
     # the solver's timing sweep: its C = 10^6 cells at batch 256 take 15 GB of host memory (a GPU's job)
     "sweep_sizes": 100_000, "crop_sample": 8, "attacker_samples": 64,
+    # lists of seeds (0, 1, ...): a cap of 1 keeps seeds 0 and 1, so the spread over seeds is still computed
+    "seeds": 1, "ssd_seeds": 1,
 }
 
 

@@ -114,6 +114,23 @@ def test_runner_parameters_are_capped(dry):
     assert params["ks"] == [0.1, 1.0]
 
 
+
+def test_dry_run_keeps_one_setting_per_architecture(dry, monkeypatch, tmp_path):
+    """Settings lists (scales.yml's, a notebook's own defaults, and per-attack maps) keep one setting per
+    architecture under the dry run, the first of each; nothing changes without it."""
+    profiles = {"table1": {"paper": {"settings": ["celeba_ir152", "lfw_ir152", "lfw_vgg16"],
+                                     "attack_settings": {"lokt": ["lfw_ir152", "lfw_vgg16"]}}}}
+    params = runner.parameters_for("table1", "paper", profiles)
+    assert params["settings"] == ["celeba_ir152", "lfw_vgg16"]
+    assert params["attack_settings"] == {"lokt": ["lfw_ir152", "lfw_vgg16"]}
+    assert runner.capped_defaults(REPO_ROOT / "notebooks" / "table5.ipynb")["settings"] == ["celeba_ir152",
+                                                                                            "lfw_vgg16"]
+    with pytest.raises(ValueError, match="unknown setting"):
+        runner.one_per_architecture("settings", ["no_such_setting"])
+    monkeypatch.delenv(DRY_RUN_ENV)
+    assert runner.parameters_for("table1", "paper", profiles)["settings"] == ["celeba_ir152", "lfw_ir152",
+                                                                              "lfw_vgg16"]
+
 # ------------------------------------------------------------------------------------------------ the dry run
 #: The notebooks the slow test runs (see its docstring), and the setting and rows its attack pages attack.
 SUBSET = ("data", "targets_lfw_ir152", "targets_lfw_vgg16", "prior", "attack_mirror", "attack_c2f", "attack_rlb",

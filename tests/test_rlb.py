@@ -191,3 +191,15 @@ def test_bad_parameters_are_named(prior):
         RLB(prior, scale="laptop")
     with pytest.raises(TypeError, match="Prior"):
         RLB(ToyGenerator(), scale="smoke")
+
+
+def test_paper_sac_settings_reach_their_updates(prior, one_thread):
+    """The `paper` agent (hidden 256, batch 256 drawn once more than 256 transitions are stored) updates, on the toy
+    target: the path the paper dry run cannot reach, since its capped episodes stay below the warm-up."""
+    paper = RLB(prior, scale="paper")
+    p = paper.params
+    assert (p["batch_size"], p["warmup"], p["hidden"]) == (256, 256, 256)
+    result = RLB(prior, scale="paper", episodes=p["warmup"] + 3, top_k=2).attack_class(
+        BlackBox(ToyTarget()), 1, {}, seed=0)
+    assert result.diagnostics["updates"] == 3 and len(result.images) == 2
+    assert all(math.isfinite(h["reward"]) for h in result.history)

@@ -102,7 +102,29 @@ def parameters_for(name: str, scale: str, profiles: dict, overrides: dict | None
     params.update(entry.get("parameters") or {})
     params.update(entry.get(scale) or {})
     params.update(overrides or {})
-    return {k: cap(k, v) for k, v in params.items()}  # loop counts capped in the dry run, else unchanged
+    # loop counts capped in the dry run, and one setting per architecture; else unchanged
+    return {k: one_per_architecture(k, cap(k, v)) for k, v in params.items()}
+
+
+#: Parameters that list settings (``attack_settings`` maps an attack to such a list).
+SETTING_LISTS = ("settings", "dp_settings", "attack_settings")
+
+
+def one_per_architecture(key: str, value):
+    """In the dry run, a list of settings (``SETTING_LISTS``) keeps the first setting of each architecture: with the
+    identities capped, two settings of one architecture differ only in their data set, which the data, evaluation
+    and target pages of every setting still load. Unchanged otherwise."""
+    if not dry_run() or key not in SETTING_LISTS:
+        return value
+    if isinstance(value, dict):
+        return {k: one_per_architecture("settings", v) for k, v in value.items()}
+    if not isinstance(value, (list, tuple)):
+        return value
+    from ..experiments.settings import setting
+    kept = {}
+    for name in value:
+        kept.setdefault(setting(name).family, name)
+    return type(value)(kept.values())
 
 
 def capped_defaults(source: Path) -> dict:
@@ -113,10 +135,11 @@ def capped_defaults(source: Path) -> dict:
     import papermill as pm
     capped = {}
     for name, spec in pm.inspect_notebook(str(source)).items():
-        if name in DRY_RUN_CAPS:
+        if name in DRY_RUN_CAPS or name in SETTING_LISTS:
             value = parse_value(spec["default"])
-            if cap(name, value) != value:
-                capped[name] = cap(name, value)
+            reduced = one_per_architecture(name, cap(name, value))
+            if reduced != value:
+                capped[name] = reduced
     return capped
 
 
