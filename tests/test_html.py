@@ -229,13 +229,14 @@ def test_one_search_box_and_the_book_title_uncovered_at_desktop_width():
     assert title, "the book title is covered"
 
 
-BLANK_CELL = re.compile(r"<td[^>]*>\s*(?:nan|NaN|None|&lt;NA&gt;)?\s*</td>")
+BLANK_CELL = re.compile(r"<td[^>]*>\s*(?:None|&lt;NA&gt;)?\s*</td>|<td[^>]*>[^<]*\b(?:nan|NaN)\b[^<]*</td>")
 
 
 @needs_book
 @pytest.mark.book
 def test_results_tables_have_no_blank_or_nan_cells():
-    """A missing value shows a dash explained beside its table, never an empty cell or "nan"."""
+    """A missing value shows a dash explained beside its table, never an empty cell or a "nan" (alone or inside a
+    formatted cell such as an interval "nan–nan")."""
     for page in sorted((HTML / "executed").glob("*.html")):
         blanks = BLANK_CELL.findall(page.read_text())
         assert not blanks, f"{page.name}: {len(blanks)} blank or NaN cells, e.g. {blanks[0]}"
