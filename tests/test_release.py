@@ -6,6 +6,7 @@ through links to this interpreter's installed copies, so the test runs offline a
 book or test extra from the library's core fails there as it would for a user.
 """
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -96,7 +97,9 @@ def lowest_version(conda_spec: str) -> str | None:
 
 
 def run(*cmd, **kwargs):
-    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, **kwargs)
+    """Run ``cmd``; the clean environment must not see this checkout through ``$PYTHONPATH``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, env=env, **kwargs)
     assert done.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
