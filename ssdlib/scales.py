@@ -50,6 +50,8 @@ DRY_RUN_CAPS: dict[str, int] = {
     # lists of seeds (0, 1, ...): a cap of 1 keeps seeds 0 and 1, so the spread over seeds is still computed
     "seeds": 1, "ssd_seeds": 1,
 }
+#: Caps of lists (of seeds): ``None`` there means "the scale's list", never a count, so it stays ``None``.
+LIST_CAPS = frozenset({"seeds", "ssd_seeds"})
 
 
 def dry_run() -> bool:
@@ -74,7 +76,7 @@ def cap(key: str, value):
         return value
     limit = DRY_RUN_CAPS[key]
     if value is None:
-        return limit
+        return None if key in LIST_CAPS else limit
     if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         return type(value)(dict.fromkeys(min(v, limit) for v in value))
     if not isinstance(value, (int, float)):

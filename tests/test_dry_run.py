@@ -115,6 +115,14 @@ def test_runner_parameters_are_capped(dry):
 
 
 
+def test_lists_of_seeds_are_capped_and_their_default_stays_a_list(dry):
+    """A seed list keeps seeds 0 and 1; its ``None`` default ("the scale's seeds") stays ``None`` (capping it to the
+    count 1 broke the ablation page's loop over seeds in a dry run)."""
+    assert cap("seeds", [0, 1, 2]) == [0, 1] and cap("ssd_seeds", list(range(10))) == [0, 1]
+    assert cap("seeds", None) is None and cap("classes", None) == DRY_RUN_CAPS["classes"]
+    defaults = runner.capped_defaults(REPO_ROOT / "notebooks" / "ablations.ipynb")
+    assert "seeds" not in defaults and "ssd_seeds" not in defaults and defaults["classes"] == DRY_RUN_CAPS["classes"]
+
 def test_dry_run_keeps_one_setting_per_architecture(dry, monkeypatch, tmp_path):
     """Settings lists (scales.yml's, a notebook's own defaults, and per-attack maps) keep one setting per
     architecture under the dry run, the first of each; nothing changes without it."""
