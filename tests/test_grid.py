@@ -222,6 +222,7 @@ def test_ablation_and_adaptive_pages_gather_from_the_grid_without_computing(tmp_
     page and a small adaptive page, ``attack_points`` and ``mirror_with_front`` compute nothing the grid fills."""
     from ssdlib.experiments import ablations as AB
     from ssdlib.experiments import adaptive as AD
+    from ssdlib.grid.plan import notebook_parameters
     fresh_cache(tmp_path, monkeypatch)
     ab = dict(classes=1, seeds=[0], temperatures=[0.3], epsilons=[1.0])
     ad = dict(mirror_classes=1, ks=[0.01], literal_ks=[], mirror_ks=[0.01], images=4)
@@ -236,22 +237,13 @@ def test_ablation_and_adaptive_pages_gather_from_the_grid_without_computing(tmp_
             assert len(table) == 1 + len(points) + 1  # the undefended row, each point, the prior floor
         ctx = AD.adaptive_context("lfw_ir152", "smoke", images=4)
         specs = [v for v in AD.variants([0.01]) if v.randomness != "robust" or v.k == 0.01]
-        summary, _ = AD.mirror_with_front(ctx, specs, "smoke", classes=1, repeats=ad_repeats(), grey_levels=ad_grey(),
-                                          progress=False)
+        page = notebook_parameters("adaptive", "smoke")
+        summary, _ = AD.mirror_with_front(ctx, specs, "smoke", classes=1, repeats=page["mirror_repeats"],
+                                          grey_levels=page["mirror_grey_levels"], progress=False)
     assert len(summary) == 1 + 2 * len(specs)
     read = {(i.kind, i.key) for i in found if i.kind in G.GRID_KINDS}
     assert {k for k, _ in read} >= {"attacks", "adaptive-mirror"}  # (setups are read only when a run computes)
     assert read <= written and all(i.cached for i in found if i.kind in G.GRID_KINDS)
-
-
-def ad_repeats() -> int:
-    from ssdlib.grid.plan import notebook_parameters
-    return notebook_parameters("adaptive", "smoke")["mirror_repeats"]
-
-
-def ad_grey() -> int:
-    from ssdlib.grid.plan import notebook_parameters
-    return notebook_parameters("adaptive", "smoke")["mirror_grey_levels"]
 
 
 def test_cli_plan_prints_the_jobs(capsys, tmp_path):
