@@ -3,7 +3,7 @@
 #   make book SCALE=paper DRY_RUN=1   the paper path with every loop capped, on CPU, into executed/dry-run/ and a
 #                        cache of its own (SSD_CACHE_DIR, default ~/.cache/ssdlib-dry-run/SCALE); builds no html
 #   make test            run the test suite
-# Variables: SCALE=smoke|cpu|paper, RUN_ARGS="--only solver -p batch 512", PYTEST_ARGS="-m 'not slow'", TORCH_SPEC,
+# Variables: SCALE=smoke|cpu|paper, GRID=0|1, GRID_WORKERS, RUN_ARGS="--only solver -p batch 512", PYTEST_ARGS="-m 'not slow'", TORCH_SPEC,
 # TORCH_INDEX (a CPU-only user: https://download.pytorch.org/whl/cpu) and EXTRAS (GPU users: see README: a CUDA
 # torch brings its own triton, so they drop the "kernels" extra; "grid" is Dask for python -m ssdlib.grid; "art" is
 # IBM's Adversarial Robustness Toolbox for ssdlib.integrations.art and tests/test_art.py, "dp" Opacus for DP-SGD).
@@ -16,6 +16,13 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 EXTRAS ?= book,test,faces,kernels,grid,art,dp
 RUN_ARGS ?=
+# At cpu the whole book's cached work (targets, prior, evaluators, attack runs) is first computed by the grid on
+# GRID_WORKERS single-threaded processes (python -m ssdlib.grid run), then the runner renders the pages from the
+# cache: on 2 cores that is the fastest cold build. GRID=0 skips it (the pages then compute everything themselves,
+# one after the other); it is skipped as well with RUN_ARGS (one page) and for the dry run.
+GRID ?= 1
+GRID_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+PREFILL := $(if $(DRY)$(RUN_ARGS),,$(filter 1,$(GRID)))
 DRY_RUN ?=
 DRY := $(filter 1 yes true,$(DRY_RUN))
 PYTEST_ARGS ?=
@@ -51,6 +58,8 @@ $(MATHJAX):
 	rm -rf _mathjax/npm
 
 notebooks: $(STAMP)
+	$(if $(and $(PREFILL),$(filter cpu,$(SCALE))),$(BIN)/python -m ssdlib.grid run --scale $(SCALE) \
+	  --executor processes --workers $(GRID_WORKERS) --threads 1)
 	$(BIN)/python -m ssdlib.reporting.runner --scale $(SCALE) $(if $(DRY),--dry-run) $(RUN_ARGS)
 
 html: $(STAMP) $(MATHJAX)
