@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .jobs import THREADS_ENV, Job, job_threads, run_job
 from .plan import Plan
 
-__all__ = ["run_grid", "GridError", "EXECUTORS", "make_client", "jobqueue_cluster", "REPORT_COLUMNS"]
+__all__ = ["run_grid", "GridError", "EXECUTORS", "make_client", "jobqueue_cluster", "priorities", "REPORT_COLUMNS"]
 
 EXECUTORS = ("local", "processes", "cuda", "slurm", "pbs")
 REPORT_COLUMNS = ["job", "kind", "label", "status", "cached", "computed", "seconds", "worker", "threads", "torch",
@@ -157,6 +157,25 @@ def _jobs(jobs) -> list[Job]:
     return jobs
 
 
+def priorities(jobs: list[Job]) -> dict[str, int]:
+    """How many jobs need each job, directly or through others: Dask starts the ready job that most others wait
+    for first (the prior and the targets before the evaluators), so that no worker idles behind a long job that
+    was submitted late. ``jobs`` are in dependency order.
+
+    >>> a, b = Job("prior", {"n": 1}), Job("evaluator", {"n": 2})
+    >>> c = Job("attack-setup", {"n": 3}, deps=(a.name,))
+    >>> d = Job("attack-run", {"n": 4}, deps=(c.name,))
+    >>> [priorities([a, b, c, d])[j.name] for j in (a, b, c, d)]
+    [2, 0, 1, 0]
+    """
+    needed_by: dict[str, set[int]] = {job.name: set() for job in jobs}
+    for index in range(len(jobs) - 1, -1, -1):  # dependents come after their dependencies
+        job = jobs[index]
+        for dep in job.deps:
+            needed_by[dep] |= needed_by[job.name] | {index}
+    return {name: len(found) for name, found in needed_by.items()}
+
+
 def _run_local(jobs: list[Job], threads: int, progress: bool) -> list[dict]:
     from .jobs import _attack_parts
     _attack_parts.cache_clear()  # oracles rebuilt from this grid's cache, not from an earlier grid's
@@ -180,11 +199,12 @@ def _run_dask(jobs: list[Job], client, threads: int, progress: bool) -> list[dic
         print(f"[grid] {len(jobs)} jobs on {client}; dashboard: {client.dashboard_link}", file=sys.stderr,
               flush=True)
     gpus = _gpu_resources(client)
+    order = priorities(jobs)
     futures = {}
     for job in jobs:
         futures[job.name] = client.submit(
             run_job, job.to_dict(), *(futures[d] for d in job.deps), threads=threads, key=job.name, pure=False,
-            resources={"GPU": 1} if gpus and job.gpu else None)
+            resources={"GPU": 1} if gpus and job.gpu else None, priority=order[job.name])
     records = {}
     for future in tqdm(as_completed(list(futures.values())), total=len(futures), desc="grid (dask)", unit="job",
                        disable=not progress):
