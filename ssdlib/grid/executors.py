@@ -201,7 +201,9 @@ def _run_dask(jobs: list[Job], client, threads: int, progress: bool) -> list[dic
     gpus = _gpu_resources(client)
     order = priorities(jobs)
     futures = {}
-    for job in jobs:
+    # a job outranks every job that needs it, so this order is also a dependency order; submitting the most needed
+    # first keeps the first idle workers from taking whatever came first in the plan
+    for job in sorted(jobs, key=lambda j: -order[j.name]):
         futures[job.name] = client.submit(
             run_job, job.to_dict(), *(futures[d] for d in job.deps), threads=threads, key=job.name, pure=False,
             resources={"GPU": 1} if gpus and job.gpu else None, priority=order[job.name])
