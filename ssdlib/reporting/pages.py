@@ -115,10 +115,14 @@ def banner_markdown(records: pd.DataFrame) -> str:
 
 
 def write_pages(names, executed: Path) -> tuple[Path, Path]:
-    """Write ``executed/pages.md`` and ``executed/build.md`` from the published notebooks' records."""
+    """Write ``executed/pages.md`` and ``executed/build.md`` from the published notebooks' records, and
+    ``executed/cold-build.md`` from the recorded cold build of the `cpu` book, the one a laptop user rebuilds
+    (:mod:`ssdlib.reporting.build_time`)."""
+    from .build_time import COLD_BUILD_FILE, build_markdown, load_record
     records = page_records(names, executed)
     executed.mkdir(parents=True, exist_ok=True)
     pages, banner = executed / PAGES_FILE, executed / BANNER_FILE
     pages.write_text(pages_markdown(records))
     banner.write_text(banner_markdown(records))
+    (executed / COLD_BUILD_FILE).write_text(build_markdown(load_record("cpu"), "cpu"))
     return pages, banner
