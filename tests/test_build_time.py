@@ -72,3 +72,14 @@ def test_write_pages_writes_the_cold_build_include(tmp_path, monkeypatch):
     (tmp_path / "cold_build_cpu.json").write_text(json.dumps(record()))
     pages.write_pages(["a"], tmp_path)
     assert "**13 min** in all" in (tmp_path / build_time.COLD_BUILD_FILE).read_text()
+
+
+def test_the_readme_states_the_recorded_cold_build():
+    """The README's cold-build time is the recorded one (data/measurements/cold_build_cpu.json), not a typed guess."""
+    from ssdlib.utils import REPO_ROOT
+    record = build_time.load_record("cpu")
+    if record is None:
+        pytest.skip("no cold build of the cpu book on record")
+    total = sum(record["walls"][k] for k in ("grid", "pages", "html"))
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"took **{build_time._hm(total)}** on" in readme and record["date"] in readme
