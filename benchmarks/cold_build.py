@@ -4,13 +4,15 @@ Usage::
 
     python benchmarks/cold_build.py --scale cpu --cache-dir /tmp/cold-cache          # build, then record
     python benchmarks/cold_build.py --scale cpu --summarize --report R.csv --walls G P H   # record a finished build
+    python benchmarks/cold_build.py --summarize --report part1.jsonl part2.csv --walls G P H  # a build run in parts
 
 The build is what ``make book`` does, from an empty cache (``--cache-dir`` must be empty or absent): the grid on
 ``--workers`` single-threaded processes, the runner over every page, then Jupyter Book; each stage is timed by the
 wall clock. The record charges each grid job to the first page that needs it
 (:func:`ssdlib.reporting.build_time.build_record`); the re-run chapter shows it. ``--summarize`` records a build
-run by hand with the same three commands (``--walls``: the seconds of the grid, the pages and the HTML; the pages'
-own seconds come from the runner's records under ``executed/<scale>/``).
+run by hand with the same three commands (``--walls``: the seconds of the grid, the pages and the HTML, each summed
+over the parts of a build that was stopped and resumed; the pages' own seconds come from the runner's records under
+``executed/<scale>/``).
 """
 from __future__ import annotations
 
@@ -30,6 +32,14 @@ import pandas as pd  # noqa: E402
 from ssdlib.grid.plan import plan_book  # noqa: E402
 from ssdlib.reporting import build_time  # noqa: E402
 from ssdlib.reporting.runner import EXECUTED, toc_notebooks  # noqa: E402
+
+
+def read_reports(paths) -> pd.DataFrame:
+    """The grid's reports of one build (CSV, or the .jsonl journal of a grid that was stopped), one row per job: a
+    job reported by several parts keeps the record in which it was computed."""
+    frames = [pd.read_json(p, lines=True) if Path(p).suffix == ".jsonl" else pd.read_csv(p) for p in paths]
+    report = pd.concat(frames, ignore_index=True)
+    return report.sort_values("computed", ascending=False, kind="stable").drop_duplicates("job")
 
 
 def _machine() -> str:
@@ -52,7 +62,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--cache-dir", type=Path, help="an empty folder for the cold cache (build mode)")
     parser.add_argument("--summarize", action="store_true", help="record a finished build instead of running one")
-    parser.add_argument("--report", type=Path, help="the grid's CSV report (default: in the cache folder)")
+    parser.add_argument("--report", type=Path, nargs="+",
+                        help="the grid's report: its CSV, or the .jsonl journal of a grid that was stopped; several "
+                             "for a build that ran in parts (default: in the cache folder)")
     parser.add_argument("--walls", type=float, nargs=3, metavar=("GRID", "PAGES", "HTML"),
                         help="with --summarize: wall-clock seconds of the three stages")
     parser.add_argument("--executed", type=Path, help="with --summarize: the runner's executed/<scale>/ folder of "
@@ -66,7 +78,6 @@ def main(argv=None) -> int:
         if args.walls is None or args.report is None:
             parser.error("--summarize needs --report and --walls")
         walls = dict(zip(("grid", "pages", "html"), args.walls))
-        report = args.report
     else:
         if args.cache_dir is None:
             parser.error("a cold build needs --cache-dir (an empty folder)")
@@ -74,7 +85,7 @@ def main(argv=None) -> int:
             parser.error(f"{args.cache_dir} is not empty: a cold build starts from an empty cache")
         args.cache_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "SSD_CACHE_DIR": str(args.cache_dir)}
-        report = args.report or args.cache_dir / f"grid-report-{args.scale}.csv"
+        report = (args.report or [args.cache_dir / f"grid-report-{args.scale}.csv"])[0]
         py = sys.executable
         walls = {
             "grid": _stage([py, "-m", "ssdlib.grid", "run", "--scale", args.scale, "--executor", "processes",
@@ -85,11 +96,12 @@ def main(argv=None) -> int:
             "html": _stage([str(Path(py).with_name("jupyter-book")), "build", ".", "-W", "--keep-going"],
                            args.cache_dir / "html.log", env),
         }
+        args.report = [report]
         args.how = args.how or (f"`python benchmarks/cold_build.py --scale {args.scale} --workers {args.workers}` "
                                 "into an empty cache")
     names = toc_notebooks()
     record = build_time.build_record(
-        pd.read_csv(report), plan_book(args.scale),
+        read_reports(args.report), plan_book(args.scale),
         build_time.page_seconds(args.executed or ROOT / EXECUTED / args.scale, names),
         walls, scale=args.scale, workers=args.workers, machine=_machine(), date=args.date, how=args.how)
     out.parent.mkdir(parents=True, exist_ok=True)

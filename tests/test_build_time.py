@@ -83,3 +83,17 @@ def test_the_readme_states_the_recorded_cold_build():
     total = sum(record["walls"][k] for k in ("grid", "pages", "html"))
     readme = (REPO_ROOT / "README.md").read_text()
     assert f"took **{build_time._hm(total)}** on" in readme and record["date"] in readme
+
+
+def test_a_build_in_parts_reads_each_report_and_keeps_the_computing_record(tmp_path):
+    import importlib.util
+    from ssdlib.utils import REPO_ROOT
+    spec = importlib.util.spec_from_file_location("cold_build", REPO_ROOT / "benchmarks" / "cold_build.py")
+    cold_build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cold_build)
+    first = report().iloc[:2]                        # the part that was stopped: its journal
+    first.to_json(tmp_path / "part1.jsonl", orient="records", lines=True)
+    second = report().assign(computed=[0, 0, 1, 1])  # the resumed part finds the first two in the cache
+    second.to_csv(tmp_path / "part2.csv", index=False)
+    both = cold_build.read_reports([tmp_path / "part1.jsonl", tmp_path / "part2.csv"])
+    assert sorted(both.job) == sorted(report().job) and (both.computed == 1).all()

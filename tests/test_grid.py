@@ -283,6 +283,18 @@ def test_a_failing_job_names_its_configuration_and_skips_what_needs_it(tmp_path,
     assert list(report.status) == ["error", "skipped"]
 
 
+def test_the_journal_keeps_each_finished_job_as_it_finishes(tmp_path, monkeypatch):
+    """A grid that is killed keeps the timings of what finished: one JSON line per job, appended as it ends."""
+    fresh_cache(tmp_path, monkeypatch)
+    bad, after = bad_jobs()
+    journal = tmp_path / "report.jsonl"
+    report = G.run_grid([bad, after], progress=False, raise_errors=False, journal=journal)
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [line["job"] for line in lines] == list(report.job)
+    assert [line["status"] for line in lines] == ["error", "skipped"]
+    assert all("artifacts" not in line and line["finished_s"] >= 0 for line in lines)
+
+
 def test_unknown_executor_and_thread_setting_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="unknown executor"):
         G.run_grid([], "carrier-pigeon", progress=False)

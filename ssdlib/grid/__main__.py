@@ -2,7 +2,8 @@
 
 ``plan`` prints the jobs behind each notebook (and with ``--json FILE`` writes them); ``run`` fills the cache with
 them (``--executor local|processes|cuda|slurm|pbs|ADDRESS``, ``--workers N``, ``--threads N``) and writes a report
-of every job (cached or computed, seconds, worker, error) as CSV. The runner then renders the book from the cache:
+of every job (cached or computed, seconds, worker, error) as CSV, and each job as it finishes as one JSON line
+beside it (``.jsonl``: a killed grid keeps what finished). The runner then renders the book from the cache:
 ``SSD_CACHE_FORBID=models,priors,... python -m ssdlib.reporting.runner --scale SCALE`` checks that it computes
 nothing the grid should have.
 """
@@ -37,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="worker processes (processes), GPUs (cuda) or batch jobs (slurm/pbs)")
     run.add_argument("--threads", type=int, default=None, help="torch threads per job (default $SSD_GRID_THREADS or 1)")
     run.add_argument("--report", type=Path, default=None,
-                     help="CSV report of every job (default: grid-report-SCALE.csv in the cache folder)")
+                     help="CSV report of every job (default: grid-report-SCALE.csv in the cache folder); each "
+                          "finished job is also appended to the .jsonl file beside it as it finishes")
     return parser
 
 
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[grid] {len(whole)} jobs at scale {args.scale}: {whole.counts()}", file=sys.stderr)
     report_path = args.report or cache_dir() / f"grid-report-{args.scale}.csv"
     try:
-        report = run_grid(whole, args.executor, workers=args.workers, threads=args.threads)
+        report = run_grid(whole, args.executor, workers=args.workers, threads=args.threads,
+                          journal=report_path.with_suffix(".jsonl"))
         code = 0
     except GridError as err:
         report, code = err.report, 1

@@ -14,6 +14,7 @@ the jobs that need it are skipped, and :class:`GridError` is raised at the end w
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -176,12 +177,29 @@ def priorities(jobs: list[Job]) -> dict[str, int]:
     return {name: len(found) for name, found in needed_by.items()}
 
 
-def _run_local(jobs: list[Job], threads: int, progress: bool) -> list[dict]:
+class _Journal:
+    """Appends each finished job's record, with the wall-clock seconds since the grid started (``finished_s``), as
+    one JSON line to ``path`` as it comes in: a grid that is killed keeps the timings of every job that finished
+    (its artifacts are in the cache already). No path: nothing is written."""
+
+    def __init__(self, path, start: float):
+        self.path, self.start = (None if path is None else os.fspath(path)), start
+
+    def __call__(self, record: dict) -> dict:
+        if self.path is not None:
+            line = {k: v for k, v in record.items() if k != "artifacts"}
+            line["finished_s"] = round(time.perf_counter() - self.start, 1)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(line, default=str) + "\n")
+        return record
+
+
+def _run_local(jobs: list[Job], threads: int, progress: bool, journal=lambda r: r) -> list[dict]:
     from .jobs import _attack_parts
     _attack_parts.cache_clear()  # oracles rebuilt from this grid's cache, not from an earlier grid's
     records: dict[str, dict] = {}
     for job in tqdm(jobs, desc="grid (in-process)", unit="job", disable=not progress):
-        records[job.name] = run_job(job.to_dict(), *(records[d] for d in job.deps), threads=threads)
+        records[job.name] = journal(run_job(job.to_dict(), *(records[d] for d in job.deps), threads=threads))
     return list(records.values())
 
 
@@ -193,7 +211,7 @@ def _gpu_resources(client) -> bool:
     return any("GPU" in (w.get("resources") or {}) for w in workers.values())
 
 
-def _run_dask(jobs: list[Job], client, threads: int, progress: bool) -> list[dict]:
+def _run_dask(jobs: list[Job], client, threads: int, progress: bool, journal=lambda r: r) -> list[dict]:
     from distributed import as_completed
     if progress:
         print(f"[grid] {len(jobs)} jobs on {client}; dashboard: {client.dashboard_link}", file=sys.stderr,
@@ -217,11 +235,12 @@ def _run_dask(jobs: list[Job], client, threads: int, progress: bool) -> list[dic
                                    "error": f"grid job {future.key} failed on Dask: {type(err).__name__}: {err}"}
         else:
             records[future.key] = future.result()
+        journal(records[future.key])
     return [records[j.name] for j in jobs]
 
 
 def run_grid(jobs, executor="local", *, workers: int | None = None, threads: int | None = None,
-             progress: bool = True, raise_errors: bool = True) -> pd.DataFrame:
+             progress: bool = True, raise_errors: bool = True, journal=None) -> pd.DataFrame:
     """Run ``jobs`` (a :class:`~ssdlib.grid.plan.Plan`, or :class:`~ssdlib.grid.jobs.Job` s in dependency order) and
     return the report, one row per job in plan order (:data:`REPORT_COLUMNS`).
 
@@ -229,16 +248,19 @@ def run_grid(jobs, executor="local", *, workers: int | None = None, threads: int
     address or a ``distributed.Client`` (left open). ``workers``: processes (``processes``), GPUs (``cuda``, default
     all) or batch jobs (``slurm``/``pbs``). ``threads``: torch threads per job on every path (default
     ``$SSD_GRID_THREADS``, else 1); the same setting gives bit-identical results in-process and on a worker.
-    Raises :class:`GridError` naming every failed job's configuration (unless ``raise_errors=False``)."""
+    ``journal``: a file to which each finished job's record is appended as a JSON line as it finishes (a killed
+    grid keeps them). Raises :class:`GridError` naming every failed job's configuration (unless
+    ``raise_errors=False``)."""
     jobs = _jobs(jobs)
     threads = job_threads(threads)
     start = time.perf_counter()
+    log = _Journal(journal, start)
     if executor == "local":
-        records = _run_local(jobs, threads, progress)
+        records = _run_local(jobs, threads, progress, log)
     else:
         client, cluster = make_client(executor, workers=workers, threads=threads)
         try:
-            records = _run_dask(jobs, client, threads, progress)
+            records = _run_dask(jobs, client, threads, progress, log)
         finally:
             if client is not executor:  # a Client passed in stays open
                 client.close()
