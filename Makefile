@@ -16,11 +16,12 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 EXTRAS ?= book,test,faces,kernels,grid,art,dp
 RUN_ARGS ?=
-# At cpu the whole book's cached work (targets, prior, evaluators, attack runs) is first computed by the grid on
-# GRID_WORKERS single-threaded processes (python -m ssdlib.grid run), then the runner renders the pages from the
-# cache: on 2 cores that is the fastest cold build. GRID=0 skips it (the pages then compute everything themselves,
-# one after the other); it is skipped as well with RUN_ARGS (one page) and for the dry run.
-GRID ?= 1
+# A first build at cpu (no page executed at that scale yet) computes the book's cached work (targets, prior,
+# evaluators, attack runs) with the grid on GRID_WORKERS single-threaded processes (python -m ssdlib.grid run) before
+# the runner renders the pages from the cache: on 2 cores the fastest cold build. Later builds skip it: the grid
+# loads every cached artifact to check it (about a second per job), the runner only re-executes what changed.
+# GRID=0 skips it, GRID=1 forces it; it is skipped as well with RUN_ARGS (one page) and for the dry run.
+GRID ?= $(if $(wildcard executed/$(SCALE)/*.ipynb),0,1)
 GRID_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFILL := $(if $(DRY)$(RUN_ARGS),,$(filter 1,$(GRID)))
 DRY_RUN ?=
