@@ -3,7 +3,8 @@
 #   make book SCALE=paper DRY_RUN=1   the paper path with every loop capped, on CPU, into executed/dry-run/ and a
 #                        cache of its own (SSD_CACHE_DIR, default ~/.cache/ssdlib-dry-run/SCALE); builds no html
 #   make test            run the test suite
-# Variables: SCALE=smoke|cpu|paper, GRID=0|1, GRID_WORKERS, RUN_ARGS="--only solver -p batch 512", PYTEST_ARGS="-m 'not slow'", TORCH_SPEC,
+# Variables: SCALE=smoke|cpu|paper, GRID=0|1, GRID_WORKERS, RUN_ARGS="--only solver -p batch 512",
+# PYTEST_ARGS="-m 'not slow'", TORCH_SPEC,
 # TORCH_INDEX (a CPU-only user: https://download.pytorch.org/whl/cpu) and EXTRAS (GPU users: see README: a CUDA
 # torch brings its own triton, so they drop the "kernels" extra; "grid" is Dask for python -m ssdlib.grid; "art" is
 # IBM's Adversarial Robustness Toolbox for ssdlib.integrations.art and tests/test_art.py, "dp" Opacus for DP-SGD).

@@ -17,6 +17,7 @@ over the parts of a build that was stopped and resumed; the pages' own seconds c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
         build_time.page_seconds(args.executed or ROOT / EXECUTED / args.scale, names),
         walls, scale=args.scale, workers=args.workers, machine=_machine(), date=args.date, how=args.how)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(__import__("json").dumps(record, indent=1) + "\n")
+    out.write_text(json.dumps(record, indent=1) + "\n")
     print(build_time.build_markdown(record, args.scale))
     print(f"written to {out}")
     return 0

@@ -159,9 +159,10 @@ def _jobs(jobs) -> list[Job]:
 
 
 def priorities(jobs: list[Job]) -> dict[str, int]:
-    """How many jobs need each job, directly or through others: Dask starts the ready job that most others wait
-    for first (the prior and the targets before the evaluators), so that no worker idles behind a long job that
-    was submitted late. ``jobs`` are in dependency order.
+    """How many jobs need each job, directly or through others: the grid submits the most needed jobs first and
+    gives Dask this as their priority (the prior and the targets before the evaluators), so that no worker idles
+    behind a long job submitted late. Dask assigns a task to a worker when it is submitted, so a worker may still
+    start a low-priority job it already holds. ``jobs`` are in dependency order.
 
     >>> a, b = Job("prior", {"n": 1}), Job("evaluator", {"n": 2})
     >>> c = Job("attack-setup", {"n": 3}, deps=(a.name,))
@@ -194,7 +195,7 @@ class _Journal:
         return record
 
 
-def _run_local(jobs: list[Job], threads: int, progress: bool, journal=lambda r: r) -> list[dict]:
+def _run_local(jobs: list[Job], threads: int, progress: bool, journal: _Journal) -> list[dict]:
     from .jobs import _attack_parts
     _attack_parts.cache_clear()  # oracles rebuilt from this grid's cache, not from an earlier grid's
     records: dict[str, dict] = {}
@@ -211,7 +212,7 @@ def _gpu_resources(client) -> bool:
     return any("GPU" in (w.get("resources") or {}) for w in workers.values())
 
 
-def _run_dask(jobs: list[Job], client, threads: int, progress: bool, journal=lambda r: r) -> list[dict]:
+def _run_dask(jobs: list[Job], client, threads: int, progress: bool, journal: _Journal) -> list[dict]:
     from distributed import as_completed
     if progress:
         print(f"[grid] {len(jobs)} jobs on {client}; dashboard: {client.dashboard_link}", file=sys.stderr,

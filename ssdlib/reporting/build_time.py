@@ -75,7 +75,7 @@ def build_record(report: pd.DataFrame, plans: dict, render: dict[str, float], wa
     for page in plans:
         mine = computed[computed["job"].map(owner) == page]
         pages.append({"page": page, "jobs": int(len(mine)), "grid_s": round(float(mine["seconds"].sum()), 1),
-                      "render_s": round(float(render.get(page, float("nan"))), 1)})
+                      "render_s": round(float(render[page]), 1) if page in render else None})
     kinds = computed.groupby("kind")["seconds"].agg(["count", "sum"])
     return {"scale": scale, "date": date, "machine": machine, "workers": int(workers), "how": how,
             "walls": {k: round(float(v), 1) for k, v in walls.items()},
@@ -88,7 +88,7 @@ def build_table(record: dict) -> pd.DataFrame:
     """Per page: grid jobs it brought in, their worker minutes, its execution minutes and the sum."""
     frame = pd.DataFrame(record["pages"])
     frame["grid (min)"] = frame.pop("grid_s") / 60
-    frame["page run (min)"] = frame.pop("render_s") / 60
+    frame["page run (min)"] = frame.pop("render_s").astype(float) / 60
     frame["cold (min)"] = frame["grid (min)"] + frame["page run (min)"].fillna(0)
     return frame.rename(columns={"jobs": "grid jobs"})
 
