@@ -3,7 +3,7 @@
 #   make book SCALE=paper DRY_RUN=1   the paper path with every loop capped, on CPU, into executed/dry-run/ and a
 #                        cache of its own (SSD_CACHE_DIR, default ~/.cache/ssdlib-dry-run/SCALE); builds no html
 #   make test            run the test suite
-# Variables: SCALE=smoke|cpu|paper, GRID=0|1, GRID_WORKERS, RUN_ARGS="--only solver -p batch 512",
+# Variables: SCALE=smoke|cpu|paper, GRID=0|1, GRID_WORKERS, PAGE_JOBS, RUN_ARGS="--only solver -p batch 512",
 # PYTEST_ARGS="-m 'not slow'", TORCH_SPEC,
 # TORCH_INDEX (a CPU-only user: https://download.pytorch.org/whl/cpu) and EXTRAS (GPU users: see README: a CUDA
 # torch brings its own triton, so they drop the "kernels" extra; "grid" is Dask for python -m ssdlib.grid; "art" is
@@ -24,6 +24,9 @@ RUN_ARGS ?=
 # GRID=0 skips it, GRID=1 forces it; it is skipped as well with RUN_ARGS (one page) and for the dry run.
 GRID ?= $(if $(wildcard executed/$(SCALE)/*.ipynb),0,1)
 GRID_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+# Notebooks the runner executes at once (each in a process of its own, after the pages it `needs`; a page marked
+# `exclusive` in notebooks/scales.yml, one that times itself, runs alone).
+PAGE_JOBS ?= $(GRID_WORKERS)
 PREFILL := $(if $(DRY)$(RUN_ARGS),,$(filter 1,$(GRID)))
 DRY_RUN ?=
 DRY := $(filter 1 yes true,$(DRY_RUN))
@@ -62,7 +65,7 @@ $(MATHJAX):
 notebooks: $(STAMP)
 	$(if $(and $(PREFILL),$(filter cpu,$(SCALE))),$(BIN)/python -m ssdlib.grid run --scale $(SCALE) \
 	  --executor processes --workers $(GRID_WORKERS) --threads 1)
-	$(BIN)/python -m ssdlib.reporting.runner --scale $(SCALE) $(if $(DRY),--dry-run) $(RUN_ARGS)
+	$(BIN)/python -m ssdlib.reporting.runner --scale $(SCALE) $(if $(DRY),--dry-run,--jobs $(PAGE_JOBS)) $(RUN_ARGS)
 
 html: $(STAMP) $(MATHJAX)
 	$(BIN)/jupyter-book build . -W --keep-going

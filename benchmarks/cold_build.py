@@ -7,7 +7,8 @@ Usage::
     python benchmarks/cold_build.py --summarize --report part1.jsonl part2.csv --walls G P H  # a build run in parts
 
 The build is what ``make book`` does, from an empty cache (``--cache-dir`` must be empty or absent): the grid on
-``--workers`` single-threaded processes, the runner over every page, then Jupyter Book; each stage is timed by the
+``--workers`` single-threaded processes, the runner over every page (``--page-jobs`` at once), then Jupyter Book;
+each stage is timed by the
 wall clock. The record charges each grid job to the first page that needs it
 (:func:`ssdlib.reporting.build_time.build_record`); the re-run chapter shows it. ``--summarize`` records a build
 run by hand with the same three commands (``--walls``: the seconds of the grid, the pages and the HTML, each summed
@@ -61,6 +62,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--page-jobs", type=int, default=None,
+                        help="notebooks the runner executes at once (default: --workers, as `make book`)")
     parser.add_argument("--cache-dir", type=Path, help="an empty folder for the cold cache (build mode)")
     parser.add_argument("--summarize", action="store_true", help="record a finished build instead of running one")
     parser.add_argument("--report", type=Path, nargs="+",
@@ -74,6 +77,9 @@ def main(argv=None) -> int:
     parser.add_argument("--how", default="", help="a sentence on how the build was run (shown in the book)")
     parser.add_argument("--out", type=Path, help="default: data/measurements/cold_build_<scale>.json")
     args = parser.parse_args(argv)
+    args.page_jobs = args.workers if args.page_jobs is None else args.page_jobs
+    if args.page_jobs < 1:
+        parser.error(f"--page-jobs must be at least 1, got {args.page_jobs}")
     out = args.out or build_time.record_path(args.scale)
     if args.summarize:
         if args.walls is None or args.report is None:
@@ -92,19 +98,22 @@ def main(argv=None) -> int:
             "grid": _stage([py, "-m", "ssdlib.grid", "run", "--scale", args.scale, "--executor", "processes",
                             "--workers", str(args.workers), "--threads", "1", "--report", str(report)],
                            args.cache_dir / "grid.log", env),
-            "pages": _stage([py, "-m", "ssdlib.reporting.runner", "--scale", args.scale, "--force"],
+            "pages": _stage([py, "-m", "ssdlib.reporting.runner", "--scale", args.scale, "--force",
+                             "--jobs", str(args.page_jobs)],
                             args.cache_dir / "runner.log", env),
             "html": _stage([str(Path(py).with_name("jupyter-book")), "build", ".", "-W", "--keep-going"],
                            args.cache_dir / "html.log", env),
         }
         args.report = [report]
-        args.how = args.how or (f"`python benchmarks/cold_build.py --scale {args.scale} --workers {args.workers}` "
+        args.how = args.how or (f"`python benchmarks/cold_build.py --scale {args.scale} --workers {args.workers} "
+                                f"--page-jobs {args.page_jobs}` "
                                 "into an empty cache")
     names = toc_notebooks()
     record = build_time.build_record(
         read_reports(args.report), plan_book(args.scale),
         build_time.page_seconds(args.executed or ROOT / EXECUTED / args.scale, names),
-        walls, scale=args.scale, workers=args.workers, machine=_machine(), date=args.date, how=args.how)
+        walls, scale=args.scale, workers=args.workers, machine=_machine(), date=args.date, how=args.how,
+        page_jobs=args.page_jobs)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(build_time.build_markdown(record, args.scale))

@@ -62,6 +62,10 @@ def test_the_sentences_say_whether_the_build_fits_its_budget():
     slow = record()
     slow["walls"]["grid"] = 4 * 3600.0
     assert "does not fit" in build_time.build_markdown(slow, "cpu")
+    assert "ran from that cache in" in text and "(runs overlap)" not in text  # one page at a time
+    slow["page_jobs"] = 2
+    text = build_time.build_markdown(slow, "cpu")
+    assert "ran from that cache, 2 at a time, in" in text and "its own run (runs overlap)." in text
     assert "No cold build at scale `cpu` is on record" in build_time.build_markdown(None, "cpu")
 
 

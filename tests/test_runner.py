@@ -213,3 +213,73 @@ def test_execution_order_runs_a_page_after_what_it_needs():
         runner.execution_order(["x", "y"], {"x": {"needs": ["y"]}, "y": {"needs": ["x"]}})
     order = runner.execution_order(runner.toc_notebooks(), runner.load_profiles())
     assert order.index("table1") > order.index("attack_c2f") and order.index("table2") > order.index("attack_lokt")
+
+
+def test_run_parallel_starts_a_page_after_what_it_needs_and_at_most_jobs_at_once():
+    import threading
+    import time
+    profiles = {"t1": {"needs": ["a", "b"]}, "t2": {"needs": ["t1"]}}
+    order = runner.execution_order(["t1", "t2", "a", "b", "c", "d"], profiles)
+    lock, events, live, peak = threading.Lock(), [], [0], [0]
+
+    def run(name):
+        with lock:
+            events.append(("start", name))
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.05)
+        with lock:
+            live[0] -= 1
+            events.append(("end", name))
+
+    outcome = runner.run_parallel(order, profiles, 2, run)
+    assert outcome == {name: "ok" for name in order}
+    assert peak[0] == 2  # two at once, never three
+    at = {e: i for i, e in enumerate(events)}
+    for page, needs in (("t1", ["a", "b"]), ("t2", ["t1"])):
+        assert all(at[("end", n)] < at[("start", page)] for n in needs)
+    assert [n for kind, n in events if kind == "start"][:2] == order[:2]  # ready pages start in book order
+    with pytest.raises(ValueError, match="positive"):
+        runner.run_parallel(order, profiles, 0, run)
+    events.clear()
+    timed = {**profiles, "c": {"exclusive": True}}  # a page that times itself runs alone
+    assert set(runner.run_parallel(order, timed, 2, run).values()) == {"ok"}
+    at = {e: i for i, e in enumerate(events)}
+    assert at[("start", "c")] + 1 == at[("end", "c")]  # nothing started or ended while it ran
+
+
+def test_run_parallel_skips_what_needs_a_failed_page_and_runs_the_rest():
+    ran = []
+
+    def run(name):
+        ran.append(name)
+        if name == "a":
+            raise RuntimeError("cell failed")
+
+    profiles = {"t1": {"needs": ["a"]}, "t2": {"needs": ["t1"]}}
+    outcome = runner.run_parallel(["a", "b", "t1", "t2", "c"], profiles, 2, run)
+    assert outcome["a"] == "failed: RuntimeError: cell failed"
+    assert outcome["t1"] == "skipped: needs a" and outcome["t2"] == "skipped: needs t1"
+    assert outcome["b"] == outcome["c"] == "ok" and sorted(ran) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="cycle"):
+        runner.run_parallel(["x", "y"], {"x": {"needs": ["y"]}, "y": {"needs": ["x"]}}, 2, lambda name: None)
+
+
+def test_jobs_runs_each_page_in_its_own_process_and_reports_failures(tmp_path, monkeypatch, capsys):
+    fake_repo(tmp_path, monkeypatch)
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: executed/nb\nchapters:\n  - file: executed/other\n")
+    (tmp_path / "notebooks" / "scales.yml").write_text("other: {needs: [nb]}\n")
+    calls = []
+
+    def fake_child(name, scale, args, log_dir):
+        calls.append((name, scale, args, log_dir))
+        if name == "nb":
+            raise RuntimeError("exit status 1")
+
+    monkeypatch.setattr(runner, "_run_in_process", fake_child)
+    assert runner.main(["--scale", "smoke", "--jobs", "2", "-p", "k", "3"]) == 1
+    assert calls == [("nb", "smoke", ["-p", "k", "3"], tmp_path / "executed" / "smoke" / "logs")]
+    err = capsys.readouterr().err
+    assert "nb: failed: RuntimeError: exit status 1" in err and "other: skipped: needs nb" in err
+    with pytest.raises(SystemExit):
+        runner.main(["--scale", "smoke", "--jobs", "0"])

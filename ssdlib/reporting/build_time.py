@@ -58,10 +58,11 @@ def page_seconds(executed: Path, names) -> dict[str, float]:
 
 
 def build_record(report: pd.DataFrame, plans: dict, render: dict[str, float], walls: dict[str, float], *,
-                 scale: str, workers: int, machine: str, date: str, how: str = "") -> dict:
+                 scale: str, workers: int, machine: str, date: str, how: str = "", page_jobs: int = 1) -> dict:
     """One cold build as a JSON-able dict: per page the grid jobs it brought in (those computed, not found in the
     cache), their worker seconds and its own execution seconds; ``walls``: the wall-clock seconds of the stages
-    (``grid``, ``pages``, ``html``). Raises if the report names a job of no plan, or if a stage is missing."""
+    (``grid``, ``pages``, ``html``); ``page_jobs``: the pages the runner executed at once. Raises if the report
+    names a job of no plan, or if a stage is missing."""
     missing = {"grid", "pages", "html"} - set(walls)
     if missing:
         raise ValueError(f"walls needs the wall-clock seconds of every stage; missing: {sorted(missing)}")
@@ -78,6 +79,7 @@ def build_record(report: pd.DataFrame, plans: dict, render: dict[str, float], wa
                       "render_s": round(float(render[page]), 1) if page in render else None})
     kinds = computed.groupby("kind")["seconds"].agg(["count", "sum"])
     return {"scale": scale, "date": date, "machine": machine, "workers": int(workers), "how": how,
+            "page_jobs": int(page_jobs),
             "walls": {k: round(float(v), 1) for k, v in walls.items()},
             "failed_jobs": int(len(failed)), "cached_jobs": int((report["computed"] == 0).sum()),
             "kinds": {k: {"jobs": int(r["count"]), "seconds": round(float(r["sum"]), 1)} for k, r in kinds.iterrows()},
@@ -105,6 +107,8 @@ def build_markdown(record: dict | None, scale: str) -> str:
         return f"No cold build at scale `{scale}` is on record (`benchmarks/cold_build.py --scale {scale}` makes one).\n"
     walls = record["walls"]
     total = walls["grid"] + walls["pages"] + walls["html"]
+    jobs = int(record.get("page_jobs", 1))
+    together = f", {jobs} at a time," if jobs > 1 else ""
     budget = BUDGET_HOURS.get(record["scale"])
     verdict = ("" if budget is None else
                f" The budget is {budget:g} hours: the build {'fits' if total <= budget * 3600 else 'does not fit'} "
@@ -114,10 +118,11 @@ def build_markdown(record: dict | None, scale: str) -> str:
         f"**{_hm(total)}** in all. The grid computed {sum(k['jobs'] for k in record['kinds'].values()):,} jobs on "
         f"{record['workers']} single-threaded worker processes in {_hm(walls['grid'])}"
         + (f" ({record['failed_jobs']} failed)" if record["failed_jobs"] else "")
-        + f"; the pages then ran from that cache in {_hm(walls['pages'])}, and the HTML took {_hm(walls['html'])}."
-        + verdict, "",
+        + f"; the pages then ran from that cache{together} in {_hm(walls['pages'])}, and the HTML took "
+        f"{_hm(walls['html'])}." + verdict, "",
         "Where the time went, page by page: *grid* is the worker time of the jobs the page is the first to need "
-        "(two workers share the wall clock), *page* its own run.", ""]
+        f"({record['workers']} workers share the wall clock), *page* its own run"
+        + (" (runs overlap)." if jobs > 1 else "."), ""]
     table = build_table(record)
     for r in table.to_dict("records"):
         page_run = "not run" if pd.isna(r["page run (min)"]) else f"{r['page run (min)']:.1f} min"

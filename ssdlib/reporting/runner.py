@@ -1,10 +1,12 @@
 """Execute the book's notebooks with papermill at a scale profile, skipping those already up to date.
 
-Usage: ``python -m ssdlib.reporting.runner --scale cpu [--only solver] [-p name value] [--force] [--dry-run]``.
+Usage: ``python -m ssdlib.reporting.runner --scale cpu [--only solver] [-p name value] [--force] [--jobs 2]
+[--dry-run]``.
 The order and the executed copies come from ``_toc.yml`` (entries under ``executed/``); parameters come from
 ``notebooks/scales.yml`` (``common``, then the notebook's own entry) plus ``-p`` overrides. ``--dry-run`` executes
 the scale's code paths with every loop capped (:data:`ssdlib.scales.DRY_RUN_CAPS`) on CPU, into
 ``executed/dry-run/`` and a cache of its own, never into the book, and ends with a summary of every notebook.
+``--jobs N`` executes up to N notebooks at once, each in a process of its own and after the pages it ``needs``.
 """
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -79,6 +84,64 @@ def execution_order(names, profiles: dict) -> list[str]:
     for name in names:
         visit(name)
     return order
+
+
+def run_parallel(order, profiles: dict, jobs: int, run: Callable[[str], None]) -> dict[str, str]:
+    """Call ``run(name)`` for every name of ``order`` on up to ``jobs`` threads, each once the names it ``needs``
+    (among ``order``) have succeeded, starting the ready names in ``order``; return each name's outcome: "ok",
+    "failed: <error>", or "skipped: needs <name>" when a page it needs did not succeed (the others still run).
+
+    A page whose profile says ``exclusive: true`` (one that times itself) runs alone: it starts once nothing runs,
+    and nothing starts beside it."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    order = list(order)
+    needs = {n: [m for m in (profiles.get(n) or {}).get("needs") or [] if m in order] for n in order}
+    outcome: dict[str, str] = {}
+    running: dict = {}
+
+    def exclusive(name):
+        return bool((profiles.get(name) or {}).get("exclusive"))
+
+    with ThreadPoolExecutor(jobs) as pool:
+        while len(outcome) < len(order):
+            for name in order:
+                if name in outcome or name in running.values():
+                    continue
+                blocked = [m for m in needs[name] if outcome.get(m, "ok") != "ok"]
+                if blocked:
+                    outcome[name] = f"skipped: needs {blocked[0]}"
+                elif len(running) < jobs and all(m in outcome for m in needs[name]):
+                    if any(exclusive(n) for n in running.values()) or (exclusive(name) and running):
+                        break  # book order: nothing overtakes a page that waits to run alone
+                    running[pool.submit(run, name)] = name
+            if not running:
+                left = [n for n in order if n not in outcome]
+                if left:
+                    raise ValueError(f"a cycle of `needs` through {left[0]!r}")
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                err = future.exception()
+                outcome[name] = "ok" if err is None else f"failed: {type(err).__name__}: {err}"
+    return outcome
+
+
+def _run_in_process(name: str, scale: str, args: list[str], log_dir: Path) -> None:
+    """Execute one notebook with this runner in a process of its own (its own kernel environment and cache log),
+    its output into ``log_dir/<name>.log``; raise if it fails, with the log's last lines."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    with open(log, "w") as out:
+        code = subprocess.call([sys.executable, "-m", "ssdlib.reporting.runner", "--scale", scale, "--only", name,
+                                "--mixed", "--no-index", *args], stdout=out, stderr=subprocess.STDOUT,
+                               cwd=REPO_ROOT)
+    lines = log.read_text(errors="replace").splitlines()
+    if code:
+        raise RuntimeError(f"exit status {code}; the log {log} ends with:\n" + "\n".join(lines[-15:]))
+    print(next((line for line in reversed(lines) if line.startswith(f"[runner] {name}:")),
+               f"[runner] {name}: done"), flush=True)
 
 
 def load_profiles(path: Path | None = None) -> dict:
@@ -246,14 +309,17 @@ def annotate(nb: dict, name: str, scale: str, seconds: float, title: str | None 
 
 
 def publish_tables(scale: str) -> list[Path]:
-    """Copy the CSV tables written by the notebooks of ``scale`` to ``executed/tables/``, where the book links them."""
+    """Copy the CSV tables written by the notebooks of ``scale`` to ``executed/tables/``, where the book links them
+    (each copy replaces its file at once: notebooks run with ``--jobs`` publish side by side)."""
     src = REPO_ROOT / EXECUTED / scale / "tables"
     dst = REPO_ROOT / EXECUTED / "tables"
     copied = []
     if src.is_dir():
         dst.mkdir(parents=True, exist_ok=True)
         for path in sorted(src.glob("*.csv")):
-            shutil.copyfile(path, dst / path.name)
+            tmp = dst / f".{path.name}.{os.getpid()}.tmp"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dst / path.name)
             copied.append(dst / path.name)
     return copied
 
@@ -380,6 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override a parameter of the notebooks run (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-execute even if the executed copy is up to date")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="notebooks executed at once, each in a process of its own after the pages it needs "
+                             "(logs in executed/<scale>/logs/)")
+    parser.add_argument("--no-index", action="store_true", help=argparse.SUPPRESS)  # a --jobs child
     parser.add_argument("--list", action="store_true", help="list the notebooks and their parameters, run nothing")
     parser.add_argument("--mixed", action="store_true",
                         help="with --only: publish even if the other pages of the book were built at another scale")
@@ -410,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         args.param.append(("device", "cpu"))  # the dry run checks the paper path without a GPU
         if args.list:
             print(f"[dry-run] caps: {json.dumps(DRY_RUN_CAPS)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     overrides = {k: parse_value(v) for k, v in args.param}
     if args.list:
         for name in names:
@@ -418,12 +490,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return dry_run_book(names, args.scale, overrides, profiles, (REPO_ROOT / (args.out or DRY_RUN_DIR)))
     total = time.perf_counter()
-    for name in execution_order(names, profiles):
-        ran, seconds = execute(name, args.scale, overrides=overrides, force=args.force, profiles=profiles)
-        print(f"[runner] {name}: {'executed in %.1f s' % seconds if ran else 'up to date, skipped'}", flush=True)
-    print(f"[runner] {len(names)} notebooks at scale {args.scale} in {time.perf_counter() - total:.1f} s")
-    write_pages(toc_notebooks(), REPO_ROOT / EXECUTED)  # the re-run chapter's page list and the intro's banner
-    return 0
+    order = execution_order(names, profiles)
+    if args.jobs > 1 and len(order) > 1:
+        child = [*(["--force"] if args.force else []), *(a for pair in args.param for a in ("-p", *pair))]
+        outcome = run_parallel(order, profiles, args.jobs, lambda name: _run_in_process(
+            name, args.scale, child, REPO_ROOT / EXECUTED / args.scale / "logs"))
+        failed = {n: o for n, o in outcome.items() if o != "ok"}
+        for name, what in failed.items():
+            print(f"[runner] {name}: {what}", file=sys.stderr, flush=True)
+    else:
+        failed = {}
+        for name in order:
+            ran, seconds = execute(name, args.scale, overrides=overrides, force=args.force, profiles=profiles)
+            print(f"[runner] {name}: {'executed in %.1f s' % seconds if ran else 'up to date, skipped'}", flush=True)
+    print(f"[runner] {len(names) - len(failed)} of {len(names)} notebooks at scale {args.scale} in "
+          f"{time.perf_counter() - total:.1f} s")
+    if not args.no_index:
+        write_pages(toc_notebooks(), REPO_ROOT / EXECUTED)  # the re-run chapter's page list and the intro's banner
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
