@@ -25,8 +25,9 @@ RUN_ARGS ?=
 GRID ?= $(if $(wildcard executed/$(SCALE)/*.ipynb),0,1)
 GRID_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 # Notebooks the runner executes at once (each in a process of its own, after the pages it `needs`; a page marked
-# `exclusive` in notebooks/scales.yml, one that times itself, runs alone).
-PAGE_JOBS ?= $(GRID_WORKERS)
+# `exclusive` in notebooks/scales.yml, one that times itself, runs alone): one per core at cpu, where a page mostly
+# loads cached runs on one core; one at a time at smoke (minutes in all) and paper (the pages share one GPU).
+PAGE_JOBS ?= $(if $(filter cpu,$(SCALE)),$(GRID_WORKERS),1)
 PREFILL := $(if $(DRY)$(RUN_ARGS),,$(filter 1,$(GRID)))
 DRY_RUN ?=
 DRY := $(filter 1 yes true,$(DRY_RUN))
