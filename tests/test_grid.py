@@ -318,6 +318,25 @@ def _distributed():
     pytest.importorskip("distributed", reason="the optional extra ssdlib[grid] is not installed")
 
 
+def test_local_workers_start_without_dasks_malloc_trim_threshold(monkeypatch):
+    """Dask's MALLOC_TRIM_THRESHOLD_=65536 freezes glibc's adaptive thresholds and makes training jobs fault their
+    buffers in again at every step (benchmarks/bench_worker_malloc.py): the grid's workers start without it, even
+    where an earlier Dask cluster left it in this process's environment; a value the user configured is kept."""
+    _distributed()
+    import dask
+    from ssdlib.grid import executors as E
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # what a Nanny leaves in os.environ when it spawns
+    client, cluster = G.make_client("processes", workers=1)
+    try:
+        assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
+    finally:
+        client.close()
+        cluster.close()
+    key = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+    with dask.config.set({key: 1 << 20}):
+        assert key not in E._cluster_config()
+
+
 @pytest.mark.slow
 def test_the_notebook_gathers_from_the_grid_without_computing(tmp_path, monkeypatch):
     """After the grid, the notebook's own call (attack_table, as the attack pages make it) computes nothing the grid

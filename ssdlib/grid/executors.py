@@ -37,7 +37,27 @@ REPORT_COLUMNS = ["job", "kind", "label", "status", "cached", "computed", "secon
 #: heartbeat may come late while a long job holds the interpreter, so the scheduler waits longer before it drops a
 #: worker (``worker-ttl``), and worker lifetimes stay unbounded (jobs run for hours; the jobqueue walltime bounds
 #: the jobs instead, see the book's page "Running at paper scale and on a cluster").
-CLUSTER_CONFIG = {"distributed.scheduler.worker-ttl": "1 hour"}
+#: Dask settings of the grid's local clusters, each applied only where the user's configuration leaves Dask's default.
+#: Hour-long jobs outlive the scheduler's default worker time-to-live. Dask starts its worker processes with
+#: ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand memory back to the OS); setting it also freezes glibc's adaptive
+#: thresholds, so every freed tensor buffer goes back to the kernel and is faulted in again at the next step, and a
+#: training job spends much of its time in the kernel (``benchmarks/bench_worker_malloc.py`` measures it). ``None``
+#: leaves the variable unset: glibc's defaults, as in a plain Python process. (Workers of a SLURM or PBS cluster read
+#: the Dask configuration of their node; set it to null there.)
+_TRIM = "MALLOC_TRIM_THRESHOLD_"
+CLUSTER_CONFIG = {"distributed.scheduler.worker-ttl": "1 hour", f"distributed.nanny.pre-spawn-environ.{_TRIM}": None}
+_DASK_DEFAULTS = {"distributed.scheduler.worker-ttl": "5 minutes",
+                  f"distributed.nanny.pre-spawn-environ.{_TRIM}": "65536"}
+
+
+def _cluster_config() -> dict:
+    """:data:`CLUSTER_CONFIG` where the user left Dask's defaults. Leaving the trim threshold unset also takes Dask's
+    value out of this process's environment, where an earlier Dask cluster put it (a Nanny writes it into
+    ``os.environ`` before it spawns a worker, and the worker would inherit it)."""
+    config = _defaults_unset(CLUSTER_CONFIG)
+    if f"distributed.nanny.pre-spawn-environ.{_TRIM}" in config and os.environ.get(_TRIM) == "65536":
+        del os.environ[_TRIM]
+    return config
 
 
 class GridError(RuntimeError):
@@ -85,7 +105,7 @@ def make_client(executor, *, workers: int | None = None, threads: int = 1):
     if executor == "processes":
         from distributed import LocalCluster
         n = workers or max(1, (os.cpu_count() or 1) // threads)
-        with dask.config.set(_defaults_unset(CLUSTER_CONFIG)):
+        with dask.config.set(_cluster_config()):
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, env=env,
                                    dashboard_address=":0")
         return Client(cluster), cluster
@@ -94,7 +114,7 @@ def make_client(executor, *, workers: int | None = None, threads: int = 1):
             from dask_cuda import LocalCUDACluster
         except ImportError as err:
             raise ImportError("executor 'cuda' needs dask-cuda (pip install dask-cuda): one worker per GPU") from err
-        with dask.config.set(_defaults_unset(CLUSTER_CONFIG)):
+        with dask.config.set(_cluster_config()):
             cluster = LocalCUDACluster(n_workers=workers, threads_per_worker=1, resources={"GPU": 1}, env=env,
                                        dashboard_address=":0")
         return Client(cluster), cluster
@@ -128,8 +148,7 @@ def jobqueue_cluster(executor: str, env: dict):
 def _defaults_unset(config: dict) -> dict:
     """The entries of ``config`` the user's Dask configuration leaves at Dask's default."""
     import dask
-    defaults = {"distributed.scheduler.worker-ttl": "5 minutes"}
-    return {k: v for k, v in config.items() if str(dask.config.get(k, None)) == defaults.get(k, str(None))}
+    return {k: v for k, v in config.items() if str(dask.config.get(k, None)) == _DASK_DEFAULTS.get(k, str(None))}
 
 
 def _frame(records: Iterable[dict]) -> pd.DataFrame:
