@@ -167,6 +167,23 @@ def test_book_plan_reads_the_runner_profiles():
         G.plan_book("smoke", only=["nope"])
 
 
+@pytest.mark.parametrize("scale", ["smoke", "cpu"])
+def test_results_pages_attack_nothing_their_attack_pages_do_not(scale):
+    """Tables 1 and 2 and the frontier read the attack pages' runs: with the scale's cuts (scales.yml, "cpu scope")
+    their plans hold no attack job that the pages they `need` do not plan, so no cut leaves a table computing."""
+    from ssdlib.reporting import runner
+    profiles = runner.load_profiles()
+    plans = G.plan_book(scale)
+    for page in ("table1", "table2", "frontier"):
+        needed = {j.name for need in profiles[page]["needs"] for j in plans[need]}
+        extra = [j.label for j in plans[page] if j.kind.startswith("attack") and j.name not in needed]
+        assert not extra, (page, extra[:5])
+    if scale == "cpu":  # the tables attack the LFW settings; CelebA / IR-152 keeps RLB and Table 7
+        attacked = {(j.params["attack"], j.params["setting"]) for j in plans["table2"] if j.kind == "attack-run"}
+        assert {s for _, s in attacked} == {"lfw_ir152", "lfw_vgg16"}
+        assert {j.params["setting"] for j in plans["attack_rlb"] if j.kind == "attack-run"} == {"celeba_ir152"}
+
+
 def test_baselines_plan_holds_the_perturbation_and_dp_sgd_rows():
     """The second block's planner: every perturbation row of each setting, and the DP-SGD rows (each after its own
     DP-SGD target job) only for the settings of ``dp_settings``, as the page's attack_table calls ask."""
