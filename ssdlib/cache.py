@@ -82,7 +82,8 @@ def fingerprint(*parts: Any, length: int = 16) -> str:
             part = part.detach().cpu().contiguous().numpy()
         if isinstance(part, np.ndarray):
             digest.update(f"{part.dtype}{part.shape}".encode())
-            digest.update(np.ascontiguousarray(part).tobytes())
+            if part.size:  # the array's bytes, read in place (tobytes() would copy them first)
+                digest.update(memoryview(np.ascontiguousarray(part)).cast("B"))
         elif isinstance(part, bytes):
             digest.update(part)
         else:

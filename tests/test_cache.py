@@ -1,4 +1,5 @@
 """The one cache: keys follow the configuration, loads check it, writes are atomic, and tests use a temporary one."""
+import numpy as np
 import pytest
 import torch
 
@@ -46,3 +47,12 @@ def test_hashes_and_fingerprints_see_content_not_identity():
     x = torch.arange(6).reshape(2, 3)
     assert fingerprint(x) == fingerprint(x.clone()) != fingerprint(x.float())
     assert fingerprint(x, "a") != fingerprint(x, "b") and fingerprint(x.T) != fingerprint(x)
+
+
+def test_fingerprints_are_stable_across_releases():
+    """Cache keys hash data with fingerprint(): these values were computed before its bytes were read in place
+    (without a copy), so every artifact cached earlier keeps its key; empty and transposed parts included."""
+    assert fingerprint(torch.arange(6, dtype=torch.float32).reshape(2, 3), torch.tensor([1, 0]), "lfw", 3) == \
+        "20a169854d615640"
+    assert fingerprint(np.zeros((0, 3)), torch.rand(4, 6, generator=torch.Generator().manual_seed(0)).t()) == \
+        "e6ff201c6386de67"

@@ -132,6 +132,18 @@ def test_knn_distance(small):
     assert float(d_own.mean()) < float(d_other.mean()) and float((d_own < d_other).float().mean()) >= 0.8
 
 
+def test_check_images_finds_one_bad_pixel():
+    """One pass (min and max) finds a NaN, an infinity of either sign or a value outside [0, 1] anywhere."""
+    for value, message in ((float("nan"), "NaN or infinite"), (float("inf"), "NaN or infinite"),
+                           (-float("inf"), "NaN or infinite"), (1.5, r"\[0, 1\]"), (-0.1, r"\[0, 1\]")):
+        images = torch.rand(3, 3, 16, 16)
+        images[2, 1, 7, 9] = value
+        with pytest.raises(ValueError, match=message):
+            check_images(images)
+    assert check_images(torch.rand(2, 3, 16, 16).double()).dtype == torch.float32
+    assert check_images(torch.zeros(0, 3, 16, 16)).shape == (0, 3, 16, 16)
+
+
 def test_bad_input_raises(small, tmp_path):
     data, embedder, _ = small
     good = data.test.float_images()[:2]

@@ -16,6 +16,7 @@ descriptors are bit-identical across batch sizes and worker counts (a test check
 from __future__ import annotations
 
 import importlib.util
+import math
 import multiprocessing as mp
 import os
 from collections import deque
@@ -57,9 +58,9 @@ def check_images(images) -> torch.Tensor:
         raise ValueError(f"images must have shape [N, 3, S, S] (square RGB, S >= 8), got {tuple(images.shape)}")
     images = images.detach().to("cpu", torch.float32)
     if images.numel():
-        if not torch.isfinite(images).all():
+        lo, hi = (float(v) for v in torch.aminmax(images))  # one pass; a NaN or an infinity reaches min or max
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("images contain NaN or infinite values")
-        lo, hi = float(images.min()), float(images.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(f"image values must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
     return images.contiguous()
