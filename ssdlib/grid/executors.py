@@ -36,14 +36,12 @@ REPORT_COLUMNS = ["job", "kind", "label", "status", "cached", "computed", "secon
 #: Dask settings for the clusters this module starts, unless the user's Dask configuration sets them: a worker's
 #: heartbeat may come late while a long job holds the interpreter, so the scheduler waits longer before it drops a
 #: worker (``worker-ttl``), and worker lifetimes stay unbounded (jobs run for hours; the jobqueue walltime bounds
-#: the jobs instead, see the book's page "Running at paper scale and on a cluster").
-#: Dask settings of the grid's local clusters, each applied only where the user's configuration leaves Dask's default.
-#: Hour-long jobs outlive the scheduler's default worker time-to-live. Dask starts its worker processes with
-#: ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand memory back to the OS); setting it also freezes glibc's adaptive
-#: thresholds, so every freed tensor buffer goes back to the kernel and is faulted in again at the next step, and a
-#: training job spends much of its time in the kernel (``benchmarks/bench_worker_malloc.py`` measures it). ``None``
-#: leaves the variable unset: glibc's defaults, as in a plain Python process. (Workers of a SLURM or PBS cluster read
-#: the Dask configuration of their node; set it to null there.)
+#: the jobs instead, see the book's page "Running at paper scale and on a cluster"). Dask starts its worker
+#: processes with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand memory back to the OS); setting it also freezes glibc's
+#: adaptive thresholds, so every freed tensor buffer goes back to the kernel and is faulted in again at the next
+#: step, and a training job spends much of its time in the kernel (``benchmarks/bench_worker_malloc.py`` measures
+#: it). ``None`` leaves the variable unset, glibc's defaults as in a plain Python process (workers of a SLURM or PBS
+#: cluster read the Dask configuration of their node: set it to null there).
 _TRIM = "MALLOC_TRIM_THRESHOLD_"
 CLUSTER_CONFIG = {"distributed.scheduler.worker-ttl": "1 hour", f"distributed.nanny.pre-spawn-environ.{_TRIM}": None}
 _DASK_DEFAULTS = {"distributed.scheduler.worker-ttl": "5 minutes",
