@@ -25,7 +25,7 @@ from typing import Callable
 
 import yaml
 
-from ..cache import LOG_ENV
+from ..cache import LOG_ENV, temporary_path
 from ..scales import DRY_RUN_CAPS, DRY_RUN_ENV, SCALES, cap, dry_run
 from ..utils import REPO_ROOT
 from .pages import summarize_cache_log, write_pages
@@ -317,7 +317,7 @@ def publish_tables(scale: str) -> list[Path]:
     if src.is_dir():
         dst.mkdir(parents=True, exist_ok=True)
         for path in sorted(src.glob("*.csv")):
-            tmp = dst / f".{path.name}.{os.getpid()}.tmp"
+            tmp = temporary_path(dst / path.name)
             shutil.copyfile(path, tmp)
             os.replace(tmp, dst / path.name)
             copied.append(dst / path.name)
