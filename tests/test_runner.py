@@ -30,9 +30,16 @@ def test_parameter_precedence():
 
 
 @pytest.mark.parametrize("text, value", [("3", 3), ("0.5", 0.5), ("[1, 2]", [1, 2]), ("None", None),
-                                         ("cuda", "cuda")])
+                                         ("cuda", "cuda"), ("[lfw_ir152]", ["lfw_ir152"]),
+                                         ('["lfw"]', ["lfw"]), ("{lokt: [lfw_ir152]}", {"lokt": ["lfw_ir152"]})])
 def test_parse_value(text, value):
     assert runner.parse_value(text) == value
+
+
+def test_parse_value_rejects_a_broken_list():
+    """A list that is neither a literal nor YAML is an error, not the string a notebook would iterate over."""
+    with pytest.raises(ValueError, match="neither a Python literal nor YAML"):
+        runner.parse_value("[lfw_ir152")
 
 
 def test_digest_follows_the_environment_the_notebook_runs_in(tmp_path):

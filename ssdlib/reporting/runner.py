@@ -267,11 +267,18 @@ def strip_widgets(nb: dict) -> dict:
 
 
 def parse_value(text: str):
-    """Read a ``-p`` value as a Python literal when it is one (numbers, lists, None), else as a string."""
+    """Read a ``-p`` value as a Python literal when it is one (numbers, lists, None), else as a string; a list or
+    mapping is also read as YAML, as in ``scales.yml`` (``[lfw_ir152]``), never silently as a string."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return text
+        pass
+    if text.lstrip()[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"-p value {text!r} is neither a Python literal nor YAML: {err}") from None
+    return text
 
 
 def _markdown(text: str, tag: str, number: int) -> dict:
