@@ -178,10 +178,12 @@ def test_results_pages_attack_nothing_their_attack_pages_do_not(scale):
         needed = {j.name for need in profiles[page]["needs"] for j in plans[need]}
         extra = [j.label for j in plans[page] if j.kind.startswith("attack") and j.name not in needed]
         assert not extra, (page, extra[:5])
-    if scale == "cpu":  # the tables attack the LFW settings; CelebA / IR-152 keeps RLB and Table 7
-        attacked = {(j.params["attack"], j.params["setting"]) for j in plans["table2"] if j.kind == "attack-run"}
-        assert {s for _, s in attacked} == {"lfw_ir152", "lfw_vgg16"}
-        assert {j.params["setting"] for j in plans["attack_rlb"] if j.kind == "attack-run"} == {"celeba_ir152"}
+    if scale == "cpu":  # every attack of the cpu book runs on LFW / IR-152; the other settings keep their targets
+        attacked = {j.params["setting"] for plan in plans.values() for j in plan if j.kind.startswith("attack")}
+        assert attacked == {"lfw_ir152"}
+        trained = {j.params["setting"] for j in plans["utility"] if j.kind == "target"}
+        assert trained == {"celeba_ir152", "lfw_ir152", "lfw_vgg16"}
+        assert {j.params["dataset"] for plan in plans.values() for j in plan if j.kind == "evaluator"} == {"lfw"}
 
 
 def test_baselines_plan_holds_the_perturbation_and_dp_sgd_rows():
